@@ -1,0 +1,139 @@
+"""`exchange`: the one console script (services, migrate, partners, serve, relay, gc-orphans, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _settings():
+    from exchange_core.settings import get_settings
+
+    return get_settings()
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from exchange_core.services import harness
+
+    root = harness.services_root()
+    if args.action == "up":
+        components = tuple(args.only.split(",")) if args.only else harness.ALL_COMPONENTS
+        state = harness.up(root, components, log=lambda line: print(line, file=sys.stderr))
+        print("\n".join(harness.env_lines(state)))
+    elif args.action == "down":
+        harness.down(root, log=lambda line: print(line, file=sys.stderr))
+    elif args.action == "env":
+        state = harness.load_state(root)
+        if state is None or not state.pids:
+            print("services are not running: `exchange services up`", file=sys.stderr)
+            return 1
+        print("\n".join(harness.env_lines(state)))
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from exchange_core.db import migrate
+
+    applied = migrate(_settings().database_url, log=lambda line: print(line, file=sys.stderr))
+    print(f"{len(applied)} migration(s) applied" if applied else "database is up to date",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_partners(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from ingest_api.partners import create_partner
+
+    with psycopg.connect(_settings().database_url) as conn:
+        try:
+            created = create_partner(conn, args.name)
+        except psycopg.errors.UniqueViolation:
+            print(f"a partner named {args.name!r} already exists", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps({"partner_id": created.partner_id, "api_key": created.api_key}))
+    else:
+        print(f"partner_id: {created.partner_id}")
+        print(f"api_key:    {created.api_key}")
+        print("Store the key now: it is shown only once.", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from exchange_core.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if args.service == "ingest":
+        from ingest_api.app import create_app
+
+        app = create_app(settings)
+        port = args.port or 8000
+    else:
+        from tokenizer.app import create_app as create_tokenizer_app
+
+        app = create_tokenizer_app(settings)
+        port = args.port or 8100
+    uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False,
+                workers=1, timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_gc_orphans(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from exchange_core.gc_orphans import gc_orphans, parse_duration
+    from exchange_core.object_store import open_object_store
+
+    settings = _settings()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        report = gc_orphans(conn, open_object_store(settings),
+                            older_than=parse_duration(args.older_than), dry_run=args.dry_run)
+    print(json.dumps(asdict(report)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    services = sub.add_parser("services", help="real local Postgres, SeaweedFS S3, Kafka on loopback")
+    services.add_argument("action", choices=["up", "down", "env"])
+    services.add_argument("--only", help="comma-separated subset of postgres,s3,kafka")
+    services.set_defaults(func=cmd_services)
+
+    sub.add_parser("migrate", help="apply pending DB migrations (idempotent)").set_defaults(func=cmd_migrate)
+
+    partners = sub.add_parser("partners", help="manage partners")
+    partners_sub = partners.add_subparsers(dest="partners_command", required=True)
+    create = partners_sub.add_parser("create", help="create a partner and print its API key once")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(func=cmd_partners)
+
+    serve = sub.add_parser("serve", help="run the ingest API or the tokenizer")
+    serve.add_argument("service", choices=["ingest", "tokenizer"])
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    gc = sub.add_parser("gc-orphans", help="remove raw objects that no ledger row references")
+    gc.add_argument("--older-than", default="24h", help="grace period, e.g. 30m, 24h (default 24h)")
+    gc.add_argument("--dry-run", action="store_true")
+    gc.set_defaults(func=cmd_gc_orphans)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

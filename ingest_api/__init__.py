@@ -1,0 +1,1 @@
+"""The partner-facing ingest API (FastAPI) and the outbox relay."""

@@ -1,0 +1,1 @@
+"""Privacy-preserving person tokenization (OpenToken-compatible, hash-only mode)."""
