@@ -161,8 +161,11 @@ async def intake(
             "another request with this Idempotency-Key is still being processed; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
-    except Problem:
-        await _discard_unreferenced(store, object_key)
+    except Problem as problem:
+        # Only a definite refusal (409) frees the object now. After a database error the commit
+        # outcome may be unknown, so the object stays and gc-orphans decides after the grace period.
+        if problem.status == 409:
+            await _discard_unreferenced(store, object_key)
         raise
     if result is None or result.replayed:
         await _discard_unreferenced(store, object_key)
