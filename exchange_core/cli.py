@@ -99,6 +99,16 @@ def cmd_gc_orphans(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    from exchange_core.logging import configure_logging
+    from ingest_api.outbox_relay import run_relay
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    run_relay(settings, batch_size=args.batch_size, metrics_port=args.metrics_port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    relay = sub.add_parser("relay", help="publish outbox rows to the event bus until stopped")
+    relay.add_argument("--batch-size", type=int, default=2000)
+    relay.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    relay.set_defaults(func=cmd_relay)
 
     gc = sub.add_parser("gc-orphans", help="remove raw objects that no ledger row references")
     gc.add_argument("--older-than", default="24h", help="grace period, e.g. 30m, 24h (default 24h)")

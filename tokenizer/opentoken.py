@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from binascii import b2a_base64
+from binascii import b2a_base64, hexlify
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -406,10 +406,9 @@ class TokenHasher:
         """base64(HMAC-SHA256(secret, hex(SHA-256(signature)))), or ``BLANK_TOKEN``."""
         if signature is None:
             return BLANK_TOKEN
-        # The HMAC input is the 64-character hex TEXT, not the raw digest.
-        hex_digest = _sha256(signature.encode("utf-8")).hexdigest().encode("ascii")
+        # The HMAC input is the 64-character lower-case hex TEXT, not the raw digest.
         mac = self._keyed_mac.copy()
-        mac.update(hex_digest)
+        mac.update(hexlify(_sha256(signature.encode("utf-8")).digest()))
         return b2a_base64(mac.digest(), newline=False).decode("ascii")
 
 

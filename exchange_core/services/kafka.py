@@ -62,8 +62,6 @@ JVM_OPTS = [
 # Popen objects of brokers started by this process, so stop_kafka can reap them
 # (otherwise they linger as zombies and /proc/<pid> never disappears).
 _CHILDREN: dict[int, subprocess.Popen] = {}
-# pid -> (temporary, final) path of a class-data-sharing archive that broker dumps at exit.
-_CDS_PENDING: dict[int, tuple[Path, Path]] = {}
 
 
 # --------------------------------------------------------------------------- jars
@@ -344,14 +342,22 @@ def _cds_options(java: str, libs: Path, classpath: str) -> tuple[list[str], Path
     return [quiet, f"-XX:ArchiveClassesAtExit={tmp}"], tmp, final
 
 
-def _finish_cds(pid: int, returncode: int | None) -> None:
-    pending = _CDS_PENDING.pop(pid, None)
-    if pending is None:
+def _cds_dump_path(cmdline: list[str]) -> Path | None:
+    for arg in cmdline:
+        if arg.startswith("-XX:ArchiveClassesAtExit="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+def _finish_cds(tmp: Path | None, clean_exit: bool) -> None:
+    """Promote a broker's at-exit class dump to the shared archive, or discard it."""
+    if tmp is None:
         return
-    tmp, final = pending
+    stem = tmp.name.split(".")[1]  # ".cds-<key>.<pid>.<rand>.tmp" -> "cds-<key>"
+    final = tmp.parent / f"{stem}.jsa"
     try:
-        # Only a broker that exited normally (not SIGKILLed) wrote a complete archive.
-        if returncode is not None and returncode >= 0 and tmp.exists() and tmp.stat().st_size > 0:
+        # Only a broker that exited by itself after SIGTERM (not SIGKILLed) wrote a complete dump.
+        if clean_exit and tmp.exists() and tmp.stat().st_size > 0:
             tmp.rename(final)
     except OSError:
         pass
@@ -422,7 +428,7 @@ def start_kafka(
 
     log_file = data_dir / "kafka.log"
     classpath = _classpath(libs)
-    cds_opts, cds_tmp, cds_final = _cds_options(java, libs, classpath)
+    cds_opts, cds_tmp, _ = _cds_options(java, libs, classpath)
     cmd = [
         java, *JVM_OPTS, *cds_opts,
         f"-Dlog4j2.configurationFile={log4j}",
@@ -444,8 +450,6 @@ def start_kafka(
             close_fds=True,
         )
     _CHILDREN[proc.pid] = proc
-    if cds_tmp is not None:
-        _CDS_PENDING[proc.pid] = (cds_tmp, cds_final)
     pid_file.write_text(f"{proc.pid}\n")
     bootstrap = f"127.0.0.1:{port}"
 
@@ -453,12 +457,12 @@ def start_kafka(
     while True:
         if proc.poll() is not None:
             _CHILDREN.pop(proc.pid, None)
-            _finish_cds(proc.pid, None)
+            _finish_cds(cds_tmp, False)
             raise RuntimeError(
                 f"Kafka exited with code {proc.returncode} during startup; log tail ({log_file}):\n"
                 f"{_tail(log_file, log_start)}"
             )
-        if _port_open(port) and kafka_is_up(bootstrap, timeout_s=2):
+        if kafka_is_up(bootstrap, timeout_s=2):
             return KafkaHandle(pid=proc.pid, bootstrap=bootstrap, data_dir=data_dir, log_file=log_file)
         if time.monotonic() > deadline:
             stop_kafka(proc.pid)
@@ -474,17 +478,25 @@ def stop_kafka(pid: int, timeout_s: float = 30) -> None:
     child = _CHILDREN.get(pid)
     if not pid_alive(pid):
         if child is not None:
-            _finish_cds(pid, child.poll())
+            returncode = child.poll()
+            _finish_cds(_cds_dump_path(list(child.args)), returncode is not None and returncode >= 0)
             _CHILDREN.pop(pid, None)
         return
     if not _is_our_kafka(pid):
         return  # pid reused by something else: not ours to signal
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        argv = []
+    dump = _cds_dump_path(argv)
+    killed = False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if pid_alive(pid):
+        killed = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         kill_deadline = time.monotonic() + 10
@@ -493,8 +505,9 @@ def stop_kafka(pid: int, timeout_s: float = 30) -> None:
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
-        _finish_cds(pid, child.returncode)
+        killed = killed or child.returncode is None or child.returncode < 0
         _CHILDREN.pop(pid, None)
+    _finish_cds(dump, clean_exit=not killed)
 
 
 # --------------------------------------------------------------------------- client helpers
@@ -514,8 +527,19 @@ def _admin(bootstrap: str, timeout_s: float):
     })
 
 
+def _reachable(host_port: str, timeout_s: float) -> bool:
+    host, _, port = host_port.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def kafka_is_up(bootstrap: str, timeout_s: float = 3) -> bool:
     """True when the broker answers a metadata request and lists at least one live broker."""
+    if not any(_reachable(hp, min(timeout_s, 1.0)) for hp in bootstrap.split(",")):
+        return False  # nothing listening: answer at once instead of after timeout_s
     try:
         md = _admin(bootstrap, timeout_s).list_topics(timeout=timeout_s)
     except Exception:
