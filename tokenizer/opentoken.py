@@ -205,6 +205,7 @@ def _parse_timestamp(match: re.Match[str]) -> date | None:
 
 
 def _parse_with_layouts(raw: str) -> date | None:
+    """Parse with strptime and OpenToken's layouts, in its order (slow, exact)."""
     text = raw.strip()
     for layout in _DATE_LAYOUTS:
         try:
@@ -214,20 +215,22 @@ def _parse_with_layouts(raw: str) -> date | None:
     return None
 
 
+def _has_birth_date_shape(raw: str) -> bool:
+    return any(shape.match(raw) for shape in (_YEAR_FIRST_DATE, _YEAR_LAST_DATE, _TIMESTAMP))
+
+
 def _parse_birth_date(raw: str) -> date | None:
     """Parse an accepted raw birth-date shape into a calendar date, else ``None``."""
-    year_first = _YEAR_FIRST_DATE.match(raw)
-    year_last = None if year_first else _YEAR_LAST_DATE.match(raw)
-    timestamp = None if year_first or year_last else _TIMESTAMP.match(raw)
-    if not (year_first or year_last or timestamp):
-        return None
     if not raw.isascii():
-        return _parse_with_layouts(raw)
-    if year_first:
-        return _parse_year_first(year_first)
-    if year_last:
-        return _parse_year_last(year_last)
-    return _parse_timestamp(timestamp)  # type: ignore[arg-type]
+        # Non-ASCII digits: strptime takes them in some fields only, so defer to it.
+        return _parse_with_layouts(raw) if _has_birth_date_shape(raw) else None
+    if match := _YEAR_FIRST_DATE.match(raw):
+        return _parse_year_first(match)
+    if match := _YEAR_LAST_DATE.match(raw):
+        return _parse_year_last(match)
+    if match := _TIMESTAMP.match(raw):
+        return _parse_timestamp(match)
+    return None
 
 
 def normalize_birth_date(raw: str | None, today: date | None = None) -> str | None:
