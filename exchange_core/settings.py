@@ -62,9 +62,16 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(2, description="Minimum DB pool connections per process.")
     db_pool_max_size: int = Field(16, description="Maximum DB pool connections per process.")
     log_level: str = Field("INFO", description="Root log level for JSON logs.")
+    clock_offset_s: float = Field(
+        0.0,
+        description="Shifts the API's receipt clock (tests and demos that need an earlier day); "
+        "refused in production.",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_local(self) -> Settings:
+        if self.exchange_env == "production" and self.clock_offset_s:
+            raise ValueError("CLOCK_OFFSET_S is for local and test environments only")
         if self.exchange_env == "production":
             token = self.tokenizer_service_token.get_secret_value()
             if token in _PLACEHOLDER_SECRETS:

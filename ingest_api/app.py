@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from fastapi import FastAPI
@@ -31,9 +31,12 @@ def create_app(
     settings: Settings,
     *,
     object_store: ObjectStore | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """Build the API. Tests pass their own settings, store or clock; nothing is global."""
+    if clock is None:
+        offset = timedelta(seconds=settings.clock_offset_s)
+        clock = (lambda: utc_now() + offset) if offset else utc_now
     metrics = IngestMetrics()
 
     @asynccontextmanager

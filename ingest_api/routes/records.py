@@ -19,6 +19,26 @@ def _iso(value):
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
+async def _pipeline_progress(services, event_id) -> list[dict]:
+    """tokenized / canonical / dead_lettered, from the pipeline's published progress view."""
+    try:
+        async with services.pool.connection(timeout=5) as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT status, at, reason FROM exchange.record_progress "
+                    "WHERE event_id = %s ORDER BY at, status DESC", (event_id,))
+            ).fetchall()
+    except (PoolTimeout, psycopg.OperationalError):
+        raise service_unavailable("database is unavailable; retry later") from None
+    progress = []
+    for status, at, reason in rows:
+        entry = {"status": status, "at": _iso(at)}
+        if reason:
+            entry["reason"] = reason
+        progress.append(entry)
+    return progress
+
+
 @router.get(
     "/v1/records/{record_id}",
     operation_id="getRecordStatus",
@@ -54,6 +74,7 @@ async def get_record(
     history = [{"status": "accepted", "at": _iso(latest["received_at"])}]
     if latest["published_at"] is not None:
         history.append({"status": "published", "at": _iso(latest["published_at"])})
+    history.extend(await _pipeline_progress(services, latest["event_id"]))
     return {
         "record_id": latest["record_id"],
         "ingest_id": str(latest["ingest_id"]),
