@@ -1,0 +1,1 @@
+"""Dagster code location: raw → tokenized → canonical, partitioned by UTC receipt day."""

@@ -1,0 +1,1 @@
+"""Plain pipeline logic (no Dagster imports), called by the assets and tested directly."""
