@@ -214,6 +214,12 @@ def _up_kafka(root: Path, state: ServicesState, log) -> None:
     log(f"kafka     up on {state.kafka_bootstrap} ({time.monotonic() - started:.1f}s)")
 
 
+def component_running(state: ServicesState, name: str) -> bool:
+    """Whether the recorded pid of `name` is alive and its port answers."""
+    ports = {"postgres": state.postgres_port, "s3": state.s3_port, "kafka": state.kafka_port}
+    return pid_alive(state.pids.get(name)) and port_open(ports[name])
+
+
 def stop_component(root: Path, name: str) -> None:
     """Stop one component (tests use this to simulate an outage) and forget its pid."""
     with _locked(root):
