@@ -142,6 +142,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(full=args.stack == "full", ports=ports)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exchange_core.demo import run_demo
+    from exchange_core.dev_stack import DevPorts
+
+    ports = DevPorts(ingest=args.ingest_port, tokenizer=args.tokenizer_port, dagster=args.dagster_port)
+    data = Path(args.data).resolve() if args.data else None
+    return run_demo(data, exit_after=args.exit, as_json=args.json, ports=ports, full=args.stack == "full")
+
+
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", choices=["embedded", "full"], default="embedded",
                         help="embedded: file store + Postgres event log; full: SeaweedFS + Kafka")
@@ -188,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI in the foreground; Ctrl-C stops all")
     _add_stack_options(dev)
     dev.set_defaults(func=cmd_dev)
+
+    demo = sub.add_parser("demo", help="dev stack + the bundled sample data, then a summary")
+    demo.add_argument("--data", help="post every *.json here instead (FHIR bundles to v2, others to v1)")
+    demo.add_argument("--exit", action="store_true", help="stop the stack after the summary")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    _add_stack_options(demo)
+    demo.set_defaults(func=cmd_demo)
 
     gc = sub.add_parser("gc-orphans", help="remove raw objects that no ledger row references")
     gc.add_argument("--older-than", default="24h", help="grace period, e.g. 30m, 24h (default 24h)")
