@@ -94,7 +94,8 @@ def cmd_gc_orphans(args: argparse.Namespace) -> int:
     settings = _settings()
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         report = gc_orphans(conn, open_object_store(settings),
-                            older_than=parse_duration(args.older_than), dry_run=args.dry_run)
+                            older_than=parse_duration(args.older_than), dry_run=args.dry_run,
+                            prefix=args.prefix)
     print(json.dumps(asdict(report)))
     return 0
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc-orphans", help="remove raw objects that no ledger row references")
     gc.add_argument("--older-than", default="24h", help="grace period, e.g. 30m, 24h (default 24h)")
     gc.add_argument("--dry-run", action="store_true")
+    gc.add_argument("--prefix", default="raw/", help="only objects under this key prefix (default raw/)")
     gc.set_defaults(func=cmd_gc_orphans)
     return parser
 

@@ -49,11 +49,14 @@ def _chunks(items: Iterable[StoredObject], size: int) -> Iterator[list[StoredObj
 
 def gc_orphans(
     conn: psycopg.Connection, store: ObjectStore, *, older_than: timedelta,
-    now: datetime | None = None, dry_run: bool = False,
+    now: datetime | None = None, dry_run: bool = False, prefix: str = "raw/",
 ) -> GcReport:
+    """Delete unreferenced objects under `prefix` last modified before now - older_than."""
+    if not prefix.startswith("raw/"):
+        raise ValueError("gc-orphans only manages raw objects (prefix must start with raw/)")
     cutoff = (now or datetime.now(timezone.utc)) - older_than
     scanned = referenced = too_young = deleted = 0
-    for chunk in _chunks(store.list("raw/"), 1000):
+    for chunk in _chunks(store.list(prefix), 1000):
         scanned += len(chunk)
         keys = [obj.key for obj in chunk]
         known = {

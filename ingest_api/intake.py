@@ -57,8 +57,11 @@ def object_key_for(partner_id: str, received_at: datetime, object_id: uuid.UUID)
 
 
 def build_event(req: IntakeRequest, event_id: uuid.UUID, object_key: str, sha256: str) -> dict[str, Any]:
-    """The record.ingested event: identifiers and hashes only (contracts/events)."""
-    return {
+    """The record.ingested event: identifiers and hashes only (contracts/events).
+
+    schema_version 2 (a FHIR bundle) gets the v2 event shape: `payload_format` added.
+    """
+    event = {
         "event_id": str(event_id),
         "event_type": "record.ingested",
         "schema_version": req.schema_version,
@@ -71,6 +74,9 @@ def build_event(req: IntakeRequest, event_id: uuid.UUID, object_key: str, sha256
         "content_type": req.content_type,
         "correlation_id": req.correlation_id,
     }
+    if req.schema_version == 2:
+        event["payload_format"] = "fhir-r4-bundle"
+    return event
 
 
 def conflict() -> Problem:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest_api.routes.ingest import record_v1_schema_for_openapi
+from ingest_api.routes.ingest import fhir_bundle_v2_schema_for_openapi, record_v1_schema_for_openapi
 
 
 def component_schemas() -> dict:
@@ -21,7 +21,12 @@ def component_schemas() -> dict:
                 "items": {
                     "type": "object",
                     "required": ["path", "rule"],
-                    "properties": {"path": {"type": "string"}, "rule": {"type": "string"}},
+                    "properties": {
+                        "path": {"type": "string"},
+                        "rule": {"type": "string"},
+                        "message": {"type": "string",
+                                    "description": "What the rule requires (fixed text, never a payload value)."},
+                    },
                 },
             },
         },
@@ -69,7 +74,8 @@ def component_schemas() -> dict:
         },
     }
     return {"Problem": problem, "IngestAccepted": accepted, "RecordStatus": status,
-            "RecordV1": record_v1_schema_for_openapi()}
+            "RecordV1": record_v1_schema_for_openapi(),
+            "FhirBundleV2": fhir_bundle_v2_schema_for_openapi()}
 
 
 def security_schemes() -> dict:

@@ -1,12 +1,15 @@
-"""POST /v1/ingest: validate, fingerprint, then hand over to the intake transaction."""
+"""POST /v1/ingest and /v2/ingest: validate, fingerprint, then hand over to the intake transaction."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from exchange_core.canonical_json import InvalidJson, parse_json, request_fingerprint
 from ingest_api.dependencies import AppServices, IdempotencyKeyDep, PartnerDep, ServicesDep
+from ingest_api.fhir_validation import check_bundle
 from ingest_api.intake import IntakeRequest, IntakeResult, intake
 from ingest_api.payload_validation import describe_errors, load_contract, validator_for
 from ingest_api.problems import Problem
@@ -14,6 +17,8 @@ from ingest_api.problems import Problem
 router = APIRouter(tags=["ingest"])
 
 V1_SCHEMA = "payloads/record.v1.schema.json"
+V2_SCHEMA = "payloads/fhir-bundle.v2.schema.json"
+V2_CONTENT_TYPES = ("application/fhir+json", "application/json")
 
 ACCEPTED_EXAMPLE_RESPONSES = {
     202: {"description": "Accepted (or replayed: header Idempotent-Replayed: true)",
@@ -136,6 +141,63 @@ async def ingest_v1(
 
 def record_v1_schema_for_openapi() -> dict:
     schema = load_contract(V1_SCHEMA)
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    return schema
+
+
+V2_RESPONSES = {
+    **ACCEPTED_EXAMPLE_RESPONSES,
+    415: {"description": "Content-Type is not application/fhir+json or application/json",
+          "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+    422: {"description": "Not an acceptable bundle (see fhir-bundle.v2): failing paths and rules, "
+                         "never values. A bundle without exactly one Patient (including reference-data "
+                         "bundles such as hospitalInformation/practitionerInformation) fails rule "
+                         "exactly-one-patient; an unresolved urn:uuid reference fails reference-resolves.",
+          "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+}
+
+
+@router.post(
+    "/v2/ingest",
+    operation_id="ingestBundleV2",
+    summary="Submit one patient's HL7 FHIR R4 Bundle",
+    description=(
+        "One FHIR R4 Bundle (collection, batch or transaction) holding exactly one Patient, up to "
+        "16 MiB. Same authentication, Idempotency-Key, replay/409 semantics and raw-object storage "
+        "as /v1/ingest; the record id is Bundle.identifier.value, else Bundle.id, else the "
+        "Patient's id, else the Patient entry's fullUrl without `urn:uuid:`. Emits "
+        "record.ingested.v2 with payload_format fhir-r4-bundle."
+    ),
+    status_code=202,
+    responses=V2_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media_type: {"schema": {"$ref": "#/components/schemas/FhirBundleV2"}}
+                        for media_type in V2_CONTENT_TYPES},
+        }
+    },
+)
+async def ingest_v2(
+    request: Request, partner_id: PartnerDep, key: IdempotencyKeyDep, services: ServicesDep
+) -> JSONResponse:
+    content_type = require_json_content_type(request, V2_CONTENT_TYPES)
+    raw = await read_body_limited(request, services.settings.v2_max_body_bytes)
+    document = parse_or_400(raw)
+    # A 4 MB bundle takes milliseconds to walk; off the event loop so other requests keep flowing.
+    check = await asyncio.to_thread(check_bundle, document)
+    if not check.ok:
+        raise Problem(422, "schema-violation", "Payload is not an acceptable FHIR R4 bundle (fhir-bundle.v2)",
+                      check.detail(), extra={"errors": check.errors()})
+    return await run_intake(
+        request, services, partner_id, key, schema_version=2, record_id=check.record_id,
+        raw=raw, document=document, content_type=content_type,
+    )
+
+
+def fhir_bundle_v2_schema_for_openapi() -> dict:
+    schema = load_contract(V2_SCHEMA)
     schema.pop("$schema", None)
     schema.pop("$id", None)
     return schema
