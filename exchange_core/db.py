@@ -44,8 +44,10 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def migrate(database_url: str, *, log: Callable[[str], None] = lambda _: None) -> list[int]:
-    """Apply pending migrations; return the versions applied (empty when up to date)."""
+def migrate(
+    database_url: str, *, log: Callable[[str], None] = lambda _: None, target_version: int | None = None
+) -> list[int]:
+    """Apply pending migrations (up to `target_version`, if given); return the versions applied."""
     applied_now: list[int] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_ID,))
@@ -59,6 +61,8 @@ def migrate(database_url: str, *, log: Callable[[str], None] = lambda _: None) -
             )
             done = dict(conn.execute("SELECT version, checksum FROM public.schema_migrations"))
             for migration in load_migrations():
+                if target_version is not None and migration.version > target_version:
+                    break
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         raise RuntimeError(

@@ -10,7 +10,7 @@ Writes are idempotent upserts, so a retried run or a replayed event changes noth
 
 
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 from enum import Enum
 
 import dagster as dg
@@ -32,9 +32,21 @@ RAW_INGESTED_RECORDS = dg.AssetKey(["raw", "ingested_records"])
 TOKENIZED_RECORDS = dg.AssetKey(["tokenized", "records"])
 CANONICAL_PERSONS = dg.AssetKey(["canonical", "persons"])
 CANONICAL_ENCOUNTERS = dg.AssetKey(["canonical", "encounters"])
+CANONICAL_CONDITIONS = dg.AssetKey(["canonical", "conditions"])
+CANONICAL_OBSERVATIONS = dg.AssetKey(["canonical", "observations"])
+CANONICAL_KEYS = {
+    "persons": CANONICAL_PERSONS,
+    "encounters": CANONICAL_ENCOUNTERS,
+    "conditions": CANONICAL_CONDITIONS,
+    "observations": CANONICAL_OBSERVATIONS,
+}
 
-# Bump when the canonical model or its derivation changes: the UI then marks partitions stale.
-CANONICAL_CODE_VERSION = "canonical-v1"
+# Bump when the canonical model or its derivation changes: the UI then marks materialized
+# partitions stale, and a data engineer backfills them (v1 → v2: the normalized model).
+CANONICAL_CODE_VERSION = "canonical-v2"
+
+# A UI backfill of many days runs up to this many days per run, not one run per day.
+RECORD_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=100)
 
 # Transient faults (tokenizer down, serialization failures, timeouts) retry with backoff.
 NETWORK_RETRY_POLICY = dg.RetryPolicy(
@@ -55,24 +67,40 @@ class RecordSelection(dg.Config):
     batch_id: str | None = None
 
 
-def partition_day(context: dg.AssetExecutionContext) -> date:
-    return context.partition_time_window.start.date()
+def partition_days(context: dg.AssetExecutionContext) -> list[date]:
+    """The UTC days this run covers: one for sensor runs, up to 100 for backfill runs."""
+    window = context.partition_time_window
+    day, end = window.start.date(), window.end.date()
+    days = []
+    while day < end:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
 
 
-def select_refs(conn, config: RecordSelection, day: date) -> list[RecordRef]:
+def select_refs(conn, config: RecordSelection, days: list[date]) -> list[RecordRef]:
     if config.mode == SelectionMode.BATCH:
         if not config.batch_id:
             raise dg.Failure("mode 'batch' needs a batch_id")
-        return [ref for ref in refs_for_batch(conn, config.batch_id) if ref.partition_date == day]
-    if config.mode == SelectionMode.REDRIVE:
-        return refs_for_redrive(conn, day)
-    return refs_for_partition(conn, day)
+        wanted = set(days)
+        return [ref for ref in refs_for_batch(conn, config.batch_id) if ref.partition_date in wanted]
+    select = refs_for_redrive if config.mode == SelectionMode.REDRIVE else refs_for_partition
+    return [ref for day in days for ref in select(conn, day)]
+
+
+def sum_counts(conn, days: list[date]) -> dict[str, int]:
+    total = {"accepted": 0, "tokenized": 0, "dead_lettered": 0}
+    for day in days:
+        for name, value in partition_counts(conn, day).items():
+            total[name] += value
+    return total
 
 
 @dg.asset(
     key=RAW_INGESTED_RECORDS,
     partitions_def=daily_receipt_partitions_def,
     group_name=RAW_GROUP,
+    backfill_policy=RECORD_BACKFILL_POLICY,
     kinds={"s3", "postgres"},
     tags={"classification": "phi"},
     description=(
@@ -84,9 +112,9 @@ def select_refs(conn, config: RecordSelection, day: date) -> list[RecordRef]:
 def raw_ingested_records(
     context: dg.AssetExecutionContext, config: RecordSelection, db: PostgresResource
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
+    days = partition_days(context)
     with db.connect() as conn:
-        refs = select_refs(conn, config, day)
+        refs = select_refs(conn, config, days)
     versions = Counter(str(ref.schema_version) for ref in refs)
     return dg.MaterializeResult(metadata={
         "records": len(refs),
@@ -102,6 +130,7 @@ def raw_ingested_records(
     deps=[RAW_INGESTED_RECORDS],
     partitions_def=daily_receipt_partitions_def,
     group_name=TOKENIZED_GROUP,
+    backfill_policy=RECORD_BACKFILL_POLICY,
     kinds={"postgres"},
     tags={"classification": "tokenized"},
     retry_policy=NETWORK_RETRY_POLICY,
@@ -125,17 +154,17 @@ def tokenized_records(
     tokenizer: TokenizerResource,
     event_bus: EventBusResource,
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
+    days = partition_days(context)
     run_id = context.run.run_id
     client = tokenizer.client()
     try:
         with db.connect() as conn:
-            refs = select_refs(conn, config, day)
+            refs = select_refs(conn, config, days)
             outcome = tokenize_records(conn, client, refs, run_id=run_id, chunk_size=tokenizer.chunk_size)
             record_dead_letters(conn, outcome.dead_letters, run_id)
             publish_dead_letters(conn, event_bus.event_bus_url, outcome.dead_letters)
             resolved = resolve_dead_letters(conn, outcome.tokenized)
-            counts = partition_counts(conn, day)
+            counts = sum_counts(conn, days)
             pii_paths = _pii_paths(conn, outcome.tokenized)
     finally:
         client.close()
@@ -182,57 +211,60 @@ def _pii_paths(conn, event_ids: list[str]) -> list[str]:
     return found
 
 
+_CANONICAL_DESCRIPTIONS = {
+    "persons": ("canonical.persons: one row per (partner_id, record_id): the five OpenToken match "
+                "tokens with their key id, birth year, ZIP3 and sex. No PII."),
+    "encounters": "canonical.encounters: one row per (partner_id, encounter_id): class and period.",
+    "conditions": ("canonical.conditions: one row per condition (FHIR Condition, or a v1 diagnosis "
+                   "upcast): code system, code, display, onset, encounter."),
+    "observations": ("canonical.observations: one row per observation: code system, code, numeric "
+                     "or text value with unit, effective time, encounter."),
+}
+
+
 @dg.multi_asset(
     name="canonical_tables",
     partitions_def=daily_receipt_partitions_def,
     group_name=CANONICAL_GROUP,
+    backfill_policy=RECORD_BACKFILL_POLICY,
     specs=[
         dg.AssetSpec(
-            CANONICAL_PERSONS, deps=[TOKENIZED_RECORDS], kinds={"postgres"},
-            tags={"classification": "deidentified"}, code_version=CANONICAL_CODE_VERSION,
-            description=("canonical.persons: one row per (partner_id, record_id) with five match "
-                         "tokens and their key id, birth year, ZIP3 and sex; lineage columns "
-                         "event_id, object_key, schema_version.")),
-        dg.AssetSpec(
-            CANONICAL_ENCOUNTERS, deps=[TOKENIZED_RECORDS], kinds={"postgres"},
-            tags={"classification": "deidentified"}, code_version=CANONICAL_CODE_VERSION,
-            description=("canonical.encounters: one row per (partner_id, encounter_id) with class, "
-                         "times, diagnosis codes and observations; lineage columns as persons.")),
+            key, deps=[TOKENIZED_RECORDS], kinds={"postgres"}, tags={"classification": "deidentified"},
+            code_version=CANONICAL_CODE_VERSION,
+            description=_CANONICAL_DESCRIPTIONS[table] + " Every row carries schema_version, "
+            "partner_id and its source event_id and object_key (record-level lineage).")
+        for table, key in CANONICAL_KEYS.items()
     ],
     check_specs=[
         dg.AssetCheckSpec("every_person_has_tokens", asset=CANONICAL_PERSONS,
                           description="No person row lacks a token column or key id."),
-        dg.AssetCheckSpec("schema_version_is_current", asset=CANONICAL_PERSONS,
-                          description="Every row of the day carries the current schema version."),
-        dg.AssetCheckSpec("schema_version_is_current", asset=CANONICAL_ENCOUNTERS,
-                          description="Every row of the day carries the current schema version."),
+        *[dg.AssetCheckSpec("schema_version_is_current", asset=key,
+                            description="Every row of the day carries the current schema version.")
+          for key in CANONICAL_KEYS.values()],
     ],
 )
 def canonical_tables(context: dg.AssetExecutionContext, config: RecordSelection, db: PostgresResource):
-    day = partition_day(context)
+    days = partition_days(context)
+    written = canonical.CanonicalCounts()
     with db.connect() as conn:
-        counts = canonical.publish_partition(conn, day, full=config.mode == SelectionMode.FULL)
-        rows = canonical.table_counts(conn, day)
-        tokenless = canonical.persons_without_tokens(conn, day)
-        stale = canonical.rows_with_other_schema_version(conn, day, canonical.CANONICAL_SCHEMA_VERSION)
+        for day in days:
+            written.add(canonical.publish_day(conn, day, full=config.mode == SelectionMode.FULL))
+        rows = canonical.table_counts(conn, days)
+        tokenless = canonical.persons_without_tokens(conn, days)
+        stale = {table: canonical.rows_with_other_schema_version(conn, days, table)
+                 for table in canonical.CANONICAL_TABLES}
     version = canonical.CANONICAL_SCHEMA_VERSION
-    yield dg.MaterializeResult(
-        asset_key=CANONICAL_PERSONS,
-        metadata={"rows_written": counts.persons, "day_rows": rows["persons"], "schema_version": version,
-                  "dagster/row_count": rows["persons"]},
-        check_results=[
-            dg.AssetCheckResult(check_name="every_person_has_tokens", asset_key=CANONICAL_PERSONS,
-                                passed=tokenless == 0, metadata={"rows_without_tokens": tokenless}),
-            dg.AssetCheckResult(check_name="schema_version_is_current", asset_key=CANONICAL_PERSONS,
-                                passed=stale == 0, metadata={"expected": version, "other_version_rows": stale}),
-        ],
-    )
-    yield dg.MaterializeResult(
-        asset_key=CANONICAL_ENCOUNTERS,
-        metadata={"rows_written": counts.encounters, "day_rows": rows["encounters"],
-                  "schema_version": version, "dagster/row_count": rows["encounters"]},
-        check_results=[
-            dg.AssetCheckResult(check_name="schema_version_is_current", asset_key=CANONICAL_ENCOUNTERS,
-                                passed=stale == 0, metadata={"expected": version, "other_version_rows": stale}),
-        ],
-    )
+    for table, key in CANONICAL_KEYS.items():
+        checks = [dg.AssetCheckResult(
+            check_name="schema_version_is_current", asset_key=key, passed=stale[table] == 0,
+            metadata={"expected": version, "other_version_rows": stale[table]})]
+        if table == "persons":
+            checks.append(dg.AssetCheckResult(
+                check_name="every_person_has_tokens", asset_key=key, passed=tokenless == 0,
+                metadata={"rows_without_tokens": tokenless}))
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={"rows_written": getattr(written, table), "partition_rows": rows[table],
+                      "schema_version": version, "dagster/row_count": rows[table]},
+            check_results=checks,
+        )

@@ -1,11 +1,14 @@
-"""Publish tokenized records into the canonical tables (v1 model): idempotent upserts by
-natural keys. An older submission never overwrites a newer one of the same natural key."""
+"""The v1 canonical derivation (persons; encounters with diagnoses/observations as jsonb).
+
+Superseded by canonical.py (v2). Kept while partitions may still be at v1: it is the baseline
+the v1→v2 migration tests compare against, and the rollback path until the contract step.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 import psycopg
@@ -59,6 +62,16 @@ def _person_row(partner_id: str, record_id: str, key_id: str, person: dict[str, 
             person.get("postal_code3"), person.get("sex"))
 
 
+def iso_utc(value: str | None) -> str | None:
+    """The canonical text form of a timestamp inside v1 jsonb (same as canonical_v1.iso_utc)."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _encounter_rows(partner_id: str, record_id: str, doc: dict[str, Any]) -> list[tuple]:
     diagnoses: dict[str, list] = defaultdict(list)
     for condition in doc.get("conditions", []):
@@ -67,7 +80,9 @@ def _encounter_rows(partner_id: str, record_id: str, doc: dict[str, Any]) -> lis
     observations: dict[str, list] = defaultdict(list)
     for obs in doc.get("observations", []):
         observations[obs.get("encounter_id")].append(
-            {k: obs.get(k) for k in ("system", "code", "value_num", "value_text", "unit", "effective")})
+            {"system": obs.get("system"), "code": obs.get("code"), "value_num": obs.get("value_num"),
+             "value_text": obs.get("value_text"), "unit": obs.get("unit"),
+             "effective": iso_utc(obs.get("effective"))})
     return [
         (partner_id, enc["encounter_id"], record_id, enc.get("class"), enc.get("start"), enc.get("end"),
          Jsonb(diagnoses.get(enc["encounter_id"], [])), Jsonb(observations.get(enc["encounter_id"], [])))

@@ -16,9 +16,7 @@ import psycopg
 import pytest
 
 from conftest import make_settings
-from exchange_assets.defs.assets import (
-    CANONICAL_ENCOUNTERS, CANONICAL_PERSONS, TOKENIZED_RECORDS, SelectionMode,
-)
+from exchange_assets.defs.assets import CANONICAL_KEYS, TOKENIZED_RECORDS, SelectionMode
 from exchange_assets.defs.jobs import selection_run_config
 from exchange_assets.lib.records import refs_for_batch
 from exchange_core.event_bus import KafkaReader, PostgresLogReader
@@ -96,8 +94,10 @@ def test_full_day_runs_make_every_record_canonical_once(pipeline_settings, partn
 
     snapshot = canonical_snapshot(db, partner.partner_id)
     assert len(snapshot["persons"]) == 50 and len(snapshot["encounters"]) == 50
+    # Each v1 record has one diagnosis and one observation: upcast into the v2 tables.
+    assert len(snapshot["conditions"]) == 50 and len(snapshot["observations"]) == 50
     assert {row[11] for row in snapshot["persons"]} == {a["event_id"] for a in accepted_a + accepted_b}
-    assert {row[10] for row in snapshot["persons"]} == {1}
+    assert {row[10] for row in snapshot["persons"]} == {2}
     assert all(len(row[1]) == 44 for row in snapshot["persons"])  # a real token, not blank
     per_day = dict(db.execute(
         "SELECT partition_date, count(*) FROM canonical.persons WHERE partner_id = %s GROUP BY 1",
@@ -147,7 +147,7 @@ def test_poison_record_is_dead_lettered_siblings_go_canonical_and_redrive_fixes_
     store.delete(poison["object_key"])
     store.put_new(poison["object_key"], original, "application/json")
     redrive = materialize_day(day, resources, instance, mode=SelectionMode.REDRIVE,
-                              selection=[TOKENIZED_RECORDS, CANONICAL_PERSONS, CANONICAL_ENCOUNTERS])
+                              selection=[TOKENIZED_RECORDS, *CANONICAL_KEYS.values()])
     assert redrive.success
     assert db.execute("SELECT resolved_at IS NOT NULL FROM exchange.dead_letter_records WHERE event_id = %s",
                       (poison["event_id"],)).fetchone() == (True,)

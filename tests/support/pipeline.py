@@ -88,7 +88,15 @@ def canonical_snapshot(conn, partner_id: str) -> dict[str, list]:
             "birth_year, postal_code3, sex, schema_version, event_id::text, object_key "
             "FROM canonical.persons WHERE partner_id = %s ORDER BY record_id", (partner_id,)).fetchall(),
         "encounters": conn.execute(
-            "SELECT encounter_id, record_id, class, start_at, end_at, diagnoses, observations, "
+            "SELECT encounter_id, record_id, class, start_at, end_at, "
             "schema_version, event_id::text, object_key FROM canonical.encounters "
             "WHERE partner_id = %s ORDER BY encounter_id", (partner_id,)).fetchall(),
+        "conditions": conn.execute(
+            "SELECT condition_id, record_id, encounter_id, ordinal, system, code, display, onset_at, "
+            "schema_version, event_id::text FROM canonical.conditions "
+            "WHERE partner_id = %s ORDER BY condition_id", (partner_id,)).fetchall(),
+        "observations": conn.execute(
+            "SELECT observation_id, record_id, encounter_id, ordinal, system, code, value_num, value_text, "
+            "unit, effective_at, schema_version, event_id::text FROM canonical.observations "
+            "WHERE partner_id = %s ORDER BY observation_id", (partner_id,)).fetchall(),
     }
