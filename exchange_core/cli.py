@@ -106,7 +106,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level)
-    run_relay(settings, batch_size=args.batch_size, metrics_port=args.metrics_port)
+    run_relay(settings, batch_size=args.batch_size, metrics_port=args.metrics_port,
+              metrics_host=args.metrics_host)
     return 0
 
 
@@ -186,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = sub.add_parser("relay", help="publish outbox rows to the event bus until stopped")
     relay.add_argument("--batch-size", type=int, default=2000)
-    relay.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    relay.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on HOST:PORT")
+    relay.add_argument("--metrics-host", default="127.0.0.1",
+                       help="interface for the metrics endpoint (0.0.0.0 in containers)")
     relay.set_defaults(func=cmd_relay)
 
     tokens = sub.add_parser("tokens", help="tokenize a person CSV locally (T1-T5 per row)")

@@ -138,9 +138,13 @@ class DevStack:
         self._spawn("tokenizer", cli + ["serve", "tokenizer", "--port", str(self.ports.tokenizer)], env)
         self._spawn("ingest", cli + ["serve", "ingest", "--port", str(self.ports.ingest)], env)
         self._spawn("relay", cli + ["relay"], env)
+        self.restart_dagster()
+
+    def restart_dagster(self) -> None:
+        """(Re)start `dg dev`: the webserver, the daemon and the code server."""
         dg = str(Path(sys.executable).parent / "dg")
         self._spawn("dagster", [dg, "dev", "--host", "127.0.0.1", "--port", str(self.ports.dagster)],
-                    env, cwd=PROJECT_ROOT)
+                    self.env, cwd=PROJECT_ROOT)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         logs = self.root / "logs"

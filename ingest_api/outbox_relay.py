@@ -175,13 +175,14 @@ class OutboxRelay:
         self.stop_event.wait(delay)
 
 
-def run_relay(settings: Settings, *, batch_size: int, metrics_port: int | None) -> None:
+def run_relay(settings: Settings, *, batch_size: int, metrics_port: int | None,
+              metrics_host: str = "127.0.0.1") -> None:
     """Entry point of `exchange relay`: SIGTERM/SIGINT finish the current batch, then exit."""
     relay = OutboxRelay(settings.database_url, publisher_for(settings), batch_size=batch_size)
     if metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=relay.metrics.registry)
+        start_http_server(metrics_port, addr=metrics_host, registry=relay.metrics.registry)
 
     def _stop(signum, _frame):
         log.info("relay stopping", extra={"signal": signal.Signals(signum).name})

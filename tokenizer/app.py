@@ -29,6 +29,8 @@ API_VERSION = "1.0.0"
 READ_CONCURRENCY = 32
 # Never accepted as the service credential: `dev` is the partner API's local key.
 _REFUSED_SERVICE_TOKENS = {"", "dev"}
+# The Settings default, fine on a laptop, refused in production.
+_DEFAULT_LOCAL_TOKEN = "local-dev-token"
 
 
 def create_app(
@@ -43,7 +45,8 @@ def create_app(
     document needs no key file and generates none.
     """
     service_token = settings.tokenizer_service_token.get_secret_value()
-    if service_token.strip() in _REFUSED_SERVICE_TOKENS:
+    refused = _REFUSED_SERVICE_TOKENS | ({_DEFAULT_LOCAL_TOKEN} if settings.exchange_env == "production" else set())
+    if service_token.strip() in refused:
         raise ValueError("TOKENIZER_SERVICE_TOKEN must be set to a non-placeholder value")
     metrics = TokenizerMetrics()
 
