@@ -2,7 +2,7 @@
 
 Output shape (consumed by the Dagster pipeline; keep the names)::
 
-    {"schema_version": 1, "source_format": "record.v1",
+    {"schema_version": 1, "source_format": "record.v1",          # 2, "fhir-r4-bundle" for v2
      "person": {"tokens": {"T1".."T5"}, "key_id", "birth_year", "postal_code3", "sex"},
      "encounters": [...], "conditions": [...], "observations": [...]}
 
@@ -10,15 +10,17 @@ From the patient only the five tokens, the birth YEAR, the first three character
 normalized postal code (US ZIP3 / Canadian FSA) and the normalized sex leave this module; the
 output is built field by field from an allow-list, never by copying and deleting.
 
-Extension point: `deidentify()` dispatches on the document's shape. FHIR R4 bundles (v2) get
-their own `deidentify_fhir_bundle` next to `deidentify_v1`; until then they are refused with
-reason code ``unsupported_format``.
+`deidentify()` dispatches on the document's shape: a FHIR R4 ``Bundle`` (v2) is checked with
+`ingest_api.fhir_validation.check_bundle` (the rules `/v2/ingest` applies) and de-identified by
+`tokenizer.fhir_deidentify.deidentify_fhir_bundle`; anything else is validated against
+record.v1 and de-identified by `deidentify_v1`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ingest_api.fhir_validation import check_bundle
 from ingest_api.payload_validation import describe_errors, validator_for
 from tokenizer.opentoken import (
     PersonAttributes,
@@ -31,6 +33,7 @@ from tokenizer.opentoken import (
 
 OUTPUT_SCHEMA_VERSION = 1
 V1_SCHEMA = "payloads/record.v1.schema.json"
+MAX_LISTED_PATHS = 10
 
 
 class KeySource(Protocol):
@@ -55,13 +58,21 @@ class DeidentifyError(Exception):
 def deidentify(document: Any, key_ring: KeySource) -> dict[str, Any]:
     """Validate and de-identify one parsed raw document, whatever its format.
 
-    Raises `DeidentifyError` with reason code ``unsupported_format`` or ``invalid_payload``.
+    Raises `DeidentifyError` with reason code ``invalid_payload``.
     """
     if isinstance(document, dict) and document.get("resourceType") == "Bundle":
-        # v2: FHIR R4 bundles are accepted by /v2/ingest; de-identifying them comes next.
-        raise DeidentifyError("unsupported_format",
-                              "FHIR bundles are not de-identified by this tokenizer version yet")
-    errors = describe_errors(validator_for(V1_SCHEMA), document, limit=10)
+        check = check_bundle(document)
+        if not check.ok:
+            # check_bundle's messages and paths are value-free by construction.
+            where = ", ".join(f"{v.path} ({v.rule})" for v in check.violations[:MAX_LISTED_PATHS])
+            raise DeidentifyError("invalid_payload",
+                                  f"the object is not an acceptable FHIR R4 bundle: "
+                                  f"{check.detail()} [{where}]")
+        # Imported here: tokenizer.fhir_deidentify imports this module's helpers.
+        from tokenizer.fhir_deidentify import deidentify_fhir_bundle
+
+        return deidentify_fhir_bundle(document, key_ring, record_id=check.record_id)
+    errors = describe_errors(validator_for(V1_SCHEMA), document, limit=MAX_LISTED_PATHS)
     if errors:
         where = ", ".join(f"{e['path']} ({e['rule']})" for e in errors)
         raise DeidentifyError("invalid_payload",

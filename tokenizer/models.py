@@ -2,7 +2,8 @@
 
 Requests are validated with these models after authentication (see `tokenizer.routes`);
 responses are serialized directly with orjson for speed, and the unit tests check that what
-`deidentify_v1` produces validates against `DeidentifiedRecord`, so the contract cannot drift.
+`deidentify_v1` produces validates against `DeidentifiedRecord` (and what
+`deidentify_fhir_bundle` produces against `DeidentifiedFhirBundle`), so the contract cannot drift.
 """
 
 from __future__ import annotations
@@ -121,10 +122,52 @@ class DeidentifiedRecord(_Strict):
     observations: list[ObservationOut]
 
 
+class FhirEncounterOut(_Strict):
+    encounter_id: str = Field(description="Encounter.id, else the entry fullUrl without urn:uuid:")
+    class_: str | None = Field(alias="class", description="Encounter.class.code")
+    start: str | None = Field(description="Encounter.period.start (FHIR dateTime)")
+    end: str | None = Field(description="Encounter.period.end (FHIR dateTime)")
+
+
+class FhirConditionOut(_Strict):
+    condition_id: str = Field(description="Condition.id, else the entry fullUrl without urn:uuid:")
+    encounter_id: str | None = Field(description="The referenced encounter's id, if any")
+    system: str | None = Field(description="Condition.code.coding[0].system")
+    code: str | None = Field(description="Condition.code.coding[0].code")
+    display: str | None = Field(description="Condition.code.coding[0].display")
+    onset: str | None = Field(description="Condition.onsetDateTime (else onsetPeriod.start)")
+
+
+class FhirObservationOut(_Strict):
+    observation_id: str = Field(
+        description="Observation.id, else the entry fullUrl without urn:uuid:")
+    encounter_id: str | None = Field(description="The referenced encounter's id, if any")
+    system: str | None = Field(description="Observation.code.coding[0].system")
+    code: str | None = Field(description="Observation.code.coding[0].code")
+    value_num: float | None = Field(description="valueQuantity.value (or valueInteger)")
+    value_text: str | None = Field(
+        description="valueString, valueCodeableConcept text (else first display), valueBoolean")
+    unit: str | None = Field(description="valueQuantity.unit (else its code)")
+    effective: str | None = Field(
+        description="effectiveDateTime (else effectivePeriod.start, effectiveInstant)")
+
+
+class DeidentifiedFhirBundle(_Strict):
+    """A FHIR R4 bundle: tokens plus one row per Encounter, Condition and Observation; no PII."""
+
+    schema_version: Literal[2]
+    source_format: Literal["fhir-r4-bundle"]
+    person: PersonOut
+    encounters: list[FhirEncounterOut]
+    conditions: list[FhirConditionOut]
+    observations: list[FhirObservationOut]
+
+
 class DeidentifyOk(_Strict):
     object_key: str
     status: Literal["ok"]
-    record: DeidentifiedRecord
+    record: Annotated[Union[DeidentifiedRecord, DeidentifiedFhirBundle],
+                      Field(discriminator="source_format")]
 
 
 class DeidentifyFailed(_Strict):

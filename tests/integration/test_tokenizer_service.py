@@ -199,7 +199,7 @@ def test_deidentify_batch_reports_each_fault_per_item(api, store):
     assert [r["status"] for r in results] == ["ok", "error", "error", "error", "error", "error", "ok"]
     assert [r.get("reason_code") for r in results[1:6]] == [
         "hash_mismatch", "object_not_found", "unparseable_payload", "invalid_payload",
-        "unsupported_format"]
+        "invalid_payload"]
     assert all(r["detail"] for r in results[1:6])
     assert "$.patient.birth_date" in results[4]["detail"]
 

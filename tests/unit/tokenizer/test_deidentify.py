@@ -120,10 +120,10 @@ def test_optional_clinical_fields_become_null():
     assert out["person"]["tokens"]["T4"] == "0" * 64  # no SSN: blank T4
 
 
-def test_fhir_bundle_is_unsupported_for_now():
+def test_a_bundle_without_a_patient_is_an_invalid_payload():
     with pytest.raises(DeidentifyError) as raised:
         deidentify({"resourceType": "Bundle", "type": "collection", "entry": []}, KEY)
-    assert raised.value.reason_code == "unsupported_format"
+    assert raised.value.reason_code == "invalid_payload"
 
 
 @pytest.mark.parametrize("mutate", [
