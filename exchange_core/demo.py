@@ -41,7 +41,7 @@ class DemoSummary:
 
 def sample_files(data_dir: Path | None) -> list[Path]:
     dirs = [data_dir] if data_dir else list(DEFAULT_DATA_DIRS)
-    files = sorted(path for directory in dirs for path in directory.glob("*.json"))
+    files = sorted(path for directory in dirs for path in directory.rglob("*.json"))
     if data_dir is None:
         # Reference-data bundles (no Patient) are kept for the 422 tests, not for the demo.
         files = [path for path in files if not path.name.startswith(("hospitalInformation", "practitionerInformation"))]

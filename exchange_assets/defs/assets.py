@@ -45,8 +45,9 @@ CANONICAL_KEYS = {
 # partitions stale, and a data engineer backfills them (v1 → v2: the normalized model).
 CANONICAL_CODE_VERSION = "canonical-v2"
 
-# A UI backfill of many days runs up to this many days per run, not one run per day.
-RECORD_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=100)
+# A UI backfill of many days runs up to 200 days per run, not one run per day: a run costs a
+# process start and a code load, a day without records costs two queries.
+RECORD_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=200)
 
 # Transient faults (tokenizer down, serialization failures, timeouts) retry with backoff.
 NETWORK_RETRY_POLICY = dg.RetryPolicy(

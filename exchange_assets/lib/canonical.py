@@ -199,6 +199,10 @@ def publish_chunk(conn: psycopg.Connection, rows) -> CanonicalCounts:
         _copy(cur, "stage_records", ["partner_id", "record_id", "event_id", "received_at"], records)
         for table in CANONICAL_TABLES:
             setattr(counts, table, _copy(cur, f"stage_{table}", _columns(table), staged[table]))
+        # Temp tables have no statistics until analyzed; without them the planner picks
+        # nested loops over thousands of staged rows.
+        for table in ("stage_records", *(f"stage_{t}" for t in CANONICAL_TABLES)):
+            cur.execute(f"ANALYZE {table}")
         # A record already published from a newer submission keeps that one, whole.
         cur.execute("DELETE FROM stage_records s USING canonical.persons p WHERE p.partner_id = s.partner_id "
                     "AND p.record_id = s.record_id AND p.received_at > s.received_at")

@@ -94,3 +94,6 @@ CREATE VIEW canonical_v1.encounters AS
            1::smallint AS schema_version, e.event_id, e.object_key, e.received_at,
            e.partition_date, e.updated_at
       FROM canonical.encounters e;
+
+-- Re-derivation deletes a record's superseded encounters by (partner_id, record_id).
+CREATE INDEX encounters_record ON canonical.encounters (partner_id, record_id);
