@@ -149,11 +149,24 @@ def up(root: Path, components: tuple[str, ...] = ALL_COMPONENTS, *, log=print) -
         return state
 
 
+def postgres_data_dir(root: Path) -> Path:
+    """`<root>/postgres`, unless the server user (root runs it as `postgres`) cannot reach that
+    path (a checkout under a 0700 home or temp folder): then a folder of its own under /var/tmp,
+    named after the root so each checkout keeps its own cluster."""
+    preferred = root / "postgres"
+    if postgres.server_user_can_reach(root):
+        return preferred
+    import hashlib
+
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"exchange-postgres-{digest}" / "postgres"
+
+
 def _up_postgres(root: Path, state: ServicesState, log) -> None:
     if pid_alive(state.pids.get("postgres")) and port_open(state.postgres_port):
         return
     started = time.monotonic()
-    handle = postgres.start_postgres(root / "postgres", state.postgres_port)
+    handle = postgres.start_postgres(postgres_data_dir(root), state.postgres_port)
     state.pids["postgres"] = handle.pid
     _ensure_database(state)
     log(f"postgres  up on 127.0.0.1:{state.postgres_port} ({time.monotonic() - started:.1f}s)")
@@ -232,7 +245,7 @@ def stop_component(root: Path, name: str) -> None:
 
 def _stop(root: Path, name: str, pid: int) -> None:
     if name == "postgres":
-        postgres.stop_postgres(root / "postgres", pid)
+        postgres.stop_postgres(postgres_data_dir(root), pid)
     elif name == "s3":
         seaweedfs.stop_seaweedfs(pid)
     elif name == "kafka":

@@ -52,6 +52,16 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return argv
 
 
+def server_user_can_reach(path: Path) -> bool:
+    """Whether the server's user can traverse to and write under `path`."""
+    if os.geteuid() != 0:
+        return True
+    path.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
 def _chown_for_server(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")

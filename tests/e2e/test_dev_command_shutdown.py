@@ -1,0 +1,86 @@
+"""`exchange dev` stopped with SIGTERM (what Ctrl-C / a supervisor sends) leaves no process behind.
+
+It runs as a user runs it: the real console script, in a fresh working directory (so its own
+`.exchange/` and its own Postgres on another port base), until it prints its banner.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exchange_core.services.processes import free_port, pid_alive
+
+pytestmark = pytest.mark.services
+
+
+def descendants(root_pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = set(), [root_pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    seen = ""
+    while time.monotonic() < deadline and process.poll() is None:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+            seen += line
+            if needle in line:
+                return True
+    return False
+
+
+def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
+    env = {**os.environ, "EXCHANGE_SERVICES_PORT_BASE": "47000", "EXCHANGE_SENSOR_INTERVAL_S": "2"}
+    env.pop("EXCHANGE_SERVICES_DIR", None)
+    exchange = Path(sys.executable).parent / "exchange"
+    process = subprocess.Popen(
+        [str(exchange), "dev", "--ingest-port", str(free_port()), "--tokenizer-port", str(free_port()),
+         "--dagster-port", str(free_port())],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True)
+    try:
+        assert wait_for_line(process, "Ctrl-C stops everything", timeout_s=300), "exchange dev did not come up"
+        started = descendants(process.pid)
+        services = (tmp_path / ".exchange" / "services.json").read_text()
+        from exchange_core.services.harness import postgres_data_dir
+
+        postgres_pid = int((postgres_data_dir(tmp_path / ".exchange") / "postmaster.pid").read_text().split()[0])
+        assert '"postgres"' in services and pid_alive(postgres_pid)
+        assert len(started) >= 6  # tokenizer, ingest, relay, dg dev (+ webserver, daemon, code server)
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in started | {postgres_pid}):
+            time.sleep(0.5)
+        left = [pid for pid in started | {postgres_pid} if pid_alive(pid)]
+        assert left == [], f"processes left behind: {left}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in descendants(process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
