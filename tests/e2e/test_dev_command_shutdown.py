@@ -54,13 +54,15 @@ def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
     env = {**os.environ, "EXCHANGE_SERVICES_PORT_BASE": "47000", "EXCHANGE_SENSOR_INTERVAL_S": "2"}
     env.pop("EXCHANGE_SERVICES_DIR", None)
     exchange = Path(sys.executable).parent / "exchange"
+    stderr_log = (tmp_path / "dev.stderr").open("w")
     process = subprocess.Popen(
         [str(exchange), "dev", "--ingest-port", str(free_port()), "--tokenizer-port", str(free_port()),
          "--dagster-port", str(free_port())],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr_log, text=True,
         start_new_session=True)
     try:
-        assert wait_for_line(process, "Ctrl-C stops everything", timeout_s=300), "exchange dev did not come up"
+        assert wait_for_line(process, "Ctrl-C stops everything", timeout_s=300), \
+            "exchange dev did not come up:\n" + (tmp_path / "dev.stderr").read_text()[-3000:]
         started = descendants(process.pid)
         services = (tmp_path / ".exchange" / "services.json").read_text()
         from exchange_core.services.harness import postgres_data_dir
