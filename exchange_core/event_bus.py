@@ -220,7 +220,7 @@ class KafkaReader:
         from confluent_kafka import TopicPartition
 
         next_cursor = dict(cursor)
-        assignments, targets = [], {}
+        pending: dict[str, tuple[str, int, int, int]] = {}  # name -> (topic, partition, start, high)
         for topic, partitions in self.partitions().items():
             for partition in partitions:
                 name = f"{topic}:{partition}"
@@ -234,8 +234,15 @@ class KafkaReader:
                     start = low
                 next_cursor[name] = start
                 if start < high:
-                    assignments.append(TopicPartition(topic, partition, start))
-                    targets[name] = high
+                    pending[name] = (topic, partition, start, high)
+        # Plan the batch before consuming, from the watermarks alone: the same cursor over the same
+        # log yields the same events (and so the same run keys) whatever order fetches complete in.
+        quotas = plan_quotas({name: high - start for name, (_, _, start, high) in pending.items()}, max_events)
+        assignments, targets = [], {}
+        for name, quota in quotas.items():
+            topic, partition, start, _ = pending[name]
+            assignments.append(TopicPartition(topic, partition, start))
+            targets[name] = start + quota
         if not assignments:
             return [], next_cursor
         self._consumer.assign(assignments)
@@ -248,10 +255,8 @@ class KafkaReader:
                         log.warning("kafka read error", extra={"reason": msg.error().name()})
                         continue
                     name = f"{msg.topic()}:{msg.partition()}"
-                    if name not in targets or msg.offset() < next_cursor[name]:
-                        continue
-                    if len(events) >= max_events:
-                        break
+                    if name not in targets or not next_cursor[name] <= msg.offset() < targets[name]:
+                        continue  # outside the plan: a later read takes it
                     events.append(BusEvent(msg.topic(), msg.partition(), msg.offset(),
                                            (msg.key() or b"").decode(), orjson.loads(msg.value())))
                     next_cursor[name] = msg.offset() + 1
@@ -263,6 +268,25 @@ class KafkaReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def plan_quotas(available: dict[str, int], max_events: int) -> dict[str, int]:
+    """Split `max_events` over partitions fairly (water-filling in name order): each partition gets
+    an equal share, capped by what it has; what a short partition leaves goes to the others.
+    Only partitions with a positive quota are returned."""
+    quotas = {name: 0 for name in available}
+    remaining = max_events
+    hungry = sorted(name for name, count in available.items() if count > 0)
+    while remaining > 0 and hungry:
+        # An equal share each round; once shares round down to zero, one each in name order.
+        share = remaining // len(hungry)
+        for name in list(hungry):
+            grant = min(share or 1, available[name] - quotas[name], remaining)
+            quotas[name] += grant
+            remaining -= grant
+            if quotas[name] == available[name]:
+                hungry.remove(name)
+    return {name: quota for name, quota in quotas.items() if quota > 0}
 
 
 def open_reader(settings, topics: Iterable[str]) -> EventReader:

@@ -7,10 +7,10 @@ It runs as a user runs it: the real console script, in a fresh working directory
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,16 +38,30 @@ def descendants(root_pid: int) -> set[int]:
 
 
 def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    seen = ""
-    while time.monotonic() < deadline and process.poll() is None:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if ready:
-            line = process.stdout.readline()
-            seen += line
+    """True once `needle` appears on the process's stdout. A reader thread, not select(): the banner
+    arrives as one write, and lines already buffered by the text wrapper never wake select() again."""
+    found = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
             if needle in line:
-                return True
-    return False
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if found.wait(timeout=1.0):
+            return True
+    return found.is_set()
+
+
+def postmaster_pid(workdir: Path) -> int | None:
+    from exchange_core.services.harness import postgres_data_dir
+
+    try:
+        return int((postgres_data_dir(workdir / ".exchange") / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
@@ -65,10 +79,8 @@ def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
             "exchange dev did not come up:\n" + (tmp_path / "dev.stderr").read_text()[-3000:]
         started = descendants(process.pid)
         services = (tmp_path / ".exchange" / "services.json").read_text()
-        from exchange_core.services.harness import postgres_data_dir
-
-        postgres_pid = int((postgres_data_dir(tmp_path / ".exchange") / "postmaster.pid").read_text().split()[0])
-        assert '"postgres"' in services and pid_alive(postgres_pid)
+        postgres_pid = postmaster_pid(tmp_path)
+        assert '"postgres"' in services and postgres_pid and pid_alive(postgres_pid)
         assert len(started) >= 6  # tokenizer, ingest, relay, dg dev (+ webserver, daemon, code server)
 
         process.send_signal(signal.SIGTERM)
@@ -79,6 +91,7 @@ def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
         left = [pid for pid in started | {postgres_pid} if pid_alive(pid)]
         assert left == [], f"processes left behind: {left}"
     finally:
+        stderr_log.close()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         for pid in descendants(process.pid):
@@ -86,3 +99,8 @@ def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # pg_ctl daemonizes Postgres, so it is no descendant: a failed run must not leave it
+        # holding the port for the next one (SIGQUIT: immediate shutdown).
+        leftover = postmaster_pid(tmp_path)
+        if leftover and pid_alive(leftover):
+            os.kill(leftover, signal.SIGQUIT)

@@ -4,13 +4,18 @@ status endpoint, Postgres and Dagster's GraphQL API."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect, sync_playwright
 
+from exchange_assets.defs.partitions import daily_receipt_partitions_def
 from exchange_core.dev_stack import DevPorts, DevStack
 from exchange_core.services.processes import free_port
 from support.dagster_graphql import DagsterGraphQL
@@ -145,3 +150,109 @@ def test_records_posted_over_two_days_land_canonical_once_with_passing_checks(st
         assert value not in dumped
         assert value not in logs
         assert value not in compute_logs
+
+
+# --------------------------------------------------------------------------- the UI in a real browser
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap.sh); no Playwright browser download
+# Without the background-networking flags Chromium keeps dialing Google's hosts, which this closed
+# network refuses; --no-sandbox because CI runs as root.
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def code_location_name(graphql: DagsterGraphQL) -> str:
+    data = graphql.query("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
+    (entry,) = data["workspaceOrError"]["locationEntries"]
+    return entry["name"]
+
+
+def dismiss_first_visit_dialog(page) -> None:
+    """The webserver greets a new browser profile with a newsletter dialog; it hides the graph."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=5000)
+    except PlaywrightTimeout:
+        return
+    skip.click()
+
+
+def graph_label_x(page, text: str, graph_top: float) -> float:
+    """The x of the asset-graph label `text` (the same words also appear in the breadcrumbs)."""
+    for label in page.get_by_text(text, exact=True).all():
+        box = label.bounding_box()
+        if box and box["y"] > graph_top:
+            return box["x"]
+    raise AssertionError(f"{text!r} is not drawn in the asset graph")
+
+
+def test_dagster_ui_in_chromium_shows_lineage_materialized_partitions_and_the_backfill_dialog(stack):
+    from ingest_api.partners import create_partner
+
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        partner = create_partner(conn, f"ui-{uuid.uuid4().hex[:8]}")
+    accepted = post_records(stack.ingest_url, partner.api_key, [v1_record() for _ in range(5)])
+
+    def canonical_now():
+        with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+            return conn.execute("SELECT count(*) FROM canonical.persons WHERE event_id = ANY(%s::uuid[])",
+                                ([a["event_id"] for a in accepted],)).fetchone()[0] == 5
+    assert wait_for(canonical_now, timeout_s=300), "records did not become canonical"
+    today = days_ago(0).isoformat()
+    graphql = DagsterGraphQL(stack.dagster_url)
+    wait_for(lambda: today in graphql.materialized_partitions(["canonical", "persons"]), timeout_s=60)
+    location = code_location_name(graphql)
+    DOCS.mkdir(exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # the first graph render on a busy 2-core machine
+
+            # Lineage: raw → tokenized → canonical, each asset inside its group, drawn left to right.
+            page.goto(f"{stack.dagster_url}/assets/canonical/persons?view=lineage&lineageScope=upstream&lineageDepth=3")
+            dismiss_first_visit_dialog(page)
+            expect(page.get_by_text("ingested_records", exact=True).first).to_be_visible()
+            tabs = page.get_by_role("tablist").first.bounding_box()
+            graph_top = tabs["y"] + tabs["height"]  # above the tabs: the breadcrumbs
+            x = {name: graph_label_x(page, name, graph_top)
+                 for name in ("raw", "ingested_records", "tokenized", "records", "canonical", "persons")}
+            assert x["raw"] < x["tokenized"] < x["canonical"], x
+            assert x["ingested_records"] < x["records"] < x["persons"], x
+            page.screenshot(path=str(DOCS / "dagster-asset-lineage.png"))
+
+            # Partitions: today's partition is materialized, with the run's metadata.
+            page.goto(f"{stack.dagster_url}/assets/canonical/persons?view=partitions&partition={today}")
+            materialized = page.get_by_text(re.compile(r"^Materialized \((\d+)\)$")).first
+            expect(materialized).to_be_visible()
+            assert int(re.search(r"\d+", materialized.inner_text()).group()) >= 1
+            expect(page.get_by_text("rows_written", exact=True)).to_be_visible()
+            expect(page.get_by_text("schema_version", exact=True)).to_be_visible()
+            page.screenshot(path=str(DOCS / "dagster-partitions.png"))
+
+            # The backfill a data engineer launches for the v1 → v2 migration: the canonical group,
+            # "Materialize all…", all partitions. Shown, not launched (the backfill test launches it).
+            page.goto(f"{stack.dagster_url}/locations/{location}/asset-groups/canonical")
+            page.get_by_role("button", name=re.compile("Materialize all")).first.click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog.get_by_text("Launch runs to materialize 4 assets")).to_be_visible()
+            dialog.get_by_role("button", name="All", exact=True).click()
+            show_all = dialog.get_by_text("Show all partitions")  # it first offers the last 90 days
+            try:
+                show_all.wait_for(state="visible", timeout=5000)
+                show_all.click()
+            except PlaywrightTimeout:
+                pass
+            every_day = len(daily_receipt_partitions_def.get_partition_keys())
+            expect(dialog.get_by_text(f"{every_day} partitions", exact=True)).to_be_visible()
+            launch = dialog.get_by_role("button", name="Launch backfill")
+            expect(launch).to_be_enabled()
+            page.screenshot(path=str(DOCS / "dagster-backfill-dialog.png"))
+            dialog.get_by_role("button", name="Cancel", exact=True).click()
+        finally:
+            browser.close()
+    for name in ("dagster-asset-lineage.png", "dagster-partitions.png", "dagster-backfill-dialog.png"):
+        assert (DOCS / name).stat().st_size > 10_000, name

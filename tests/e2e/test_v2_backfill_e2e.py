@@ -163,7 +163,9 @@ def test_v1_history_is_backfilled_to_v2_from_the_ui_path_interrupted_and_resumed
         live = post_records(stack.ingest_url, partner.api_key, [v1_record() for _ in range(10)])
 
         # Interrupt: once a backfill run has succeeded, kill the Dagster daemon (SIGKILL). `dg dev`
-        # then shuts the webserver and code server down; runs already launched finish.
+        # then shuts the webserver and code server down; runs already launched finish. A backfill
+        # runs one run at a time (dagster.yaml), so its later runs are still queued: only a live
+        # daemon starts them.
         assert wait_for(lambda: "SUCCESS" in backfill_state(graphql, backfill_id)[1], timeout_s=240, interval_s=0.3)
         status, _ = backfill_state(graphql, backfill_id)
         assert status == "REQUESTED", "the backfill finished before it could be interrupted"
@@ -171,14 +173,16 @@ def test_v1_history_is_backfilled_to_v2_from_the_ui_path_interrupted_and_resumed
         daemon_pid = find_descendant(dagster.pid, b"dagster._daemon")
         os.kill(daemon_pid, signal.SIGKILL)
         dagster.wait(timeout=180)
-        interrupted_runs = backfill_runs_in_db(stack)
+        interrupted = backfill_run_statuses_in_db(stack)
+        assert "QUEUED" in interrupted and "SUCCESS" in interrupted, interrupted  # stopped halfway
 
         # Resume: start Dagster again; the daemon picks the backfill up where it stopped.
         stack.restart_dagster()
         stack.wait_ready()
         assert wait_for(lambda: backfill_state(graphql, backfill_id)[0] in ("COMPLETED", "COMPLETED_SUCCESS"), timeout_s=420, interval_s=2), \
             backfill_state(graphql, backfill_id)
-        assert len(backfill_state(graphql, backfill_id)[1]) > interrupted_runs  # it did resume
+        resumed = backfill_state(graphql, backfill_id)[1]
+        assert len(resumed) == len(interrupted) and set(resumed) == {"SUCCESS"}, (interrupted, resumed)
 
         def live_records_canonical():
             with psycopg.connect(database_url) as conn:
@@ -234,8 +238,11 @@ def find_descendant(root_pid: int, needle: bytes) -> int:
     raise AssertionError(f"no descendant of {root_pid} runs {needle!r}")
 
 
-def backfill_runs_in_db(stack) -> int:
-    """Runs the backfill had launched when it was interrupted (read from Dagster's storage)."""
+def backfill_run_statuses_in_db(stack) -> list[str]:
+    """The statuses of the runs the backfill had created when it was interrupted (read from
+    Dagster's storage: the webserver is down with the daemon)."""
     url = stack.env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{stack.dagster_database}"
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM run_tags WHERE key = 'dagster/backfill'").fetchone()[0]
+        return [row[0] for row in conn.execute(
+            "SELECT r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+            "WHERE t.key = 'dagster/backfill' ORDER BY r.create_timestamp")]
