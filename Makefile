@@ -16,6 +16,10 @@ services-up: setup
 services-down:
 	.venv/bin/exchange services down
 
+# Every benchmark in bench/ (figures in bench/README.md); needs a quiet machine.
+bench:
+	scripts/bench.sh
+
 # Regenerate the reviewed API contract after a deliberate API change.
 openapi: setup
 	.venv/bin/python -m ingest_api.export_openapi > contracts/openapi.yaml

@@ -22,12 +22,12 @@ from support.records import v1_record
 from support.servers import ServerThread
 from tokenizer.app import create_app
 from tokenizer.models import DeidentifiedFhirBundle, DeidentifyResponse
+from support.vectors import VECTORS
 
 pytestmark = pytest.mark.services
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "tests" / "data" / "fhir"
-VECTORS = REPO_ROOT.parent / "shared" / "data" / "opentoken-vectors" / "vectors.csv"
 PATIENT_BUNDLES = sorted(p for p in SAMPLES.glob("*/*.json") if "Information" not in p.name)
 REFERENCE_DATA_BUNDLE = SAMPLES / "NimbusInformatics__bdcat-fhir-azure-prototype" / \
     "hospitalInformation1603148702656.json"
@@ -69,8 +69,6 @@ def deidentify(api, items: list[dict[str, str]]) -> httpx.Response:
 
 
 def vector_tokens() -> dict[str, dict[str, str]]:
-    if not VECTORS.is_file():
-        return {}
     with open(VECTORS, newline="", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["variant"] == "fhir-as-is"]
     return {r["origin"].split(":", 2)[2]: {rule: r[rule] for rule in TOKEN_RULES} for r in rows}

@@ -21,11 +21,11 @@ from support.servers import ServerThread
 from tokenizer.app import create_app
 from tokenizer.keys import KeyRing
 from tokenizer.opentoken import BLANK_TOKEN, PersonAttributes, TokenHasher, tokenize
+from support.vectors import EXPECTED_ROWS, VECTORS
 
 pytestmark = pytest.mark.services
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VECTORS = REPO_ROOT.parent / "shared" / "data" / "opentoken-vectors" / "vectors.csv"
 VECTOR_SECRET = "HashingKey-for-tests-0001"
 OTHER_SECRET = "rotated-secret-for-tests-0002"
 SERVICE_TOKEN = "tokenizer-service-token-for-tests-0001"  # fixed: xdist workers must collect the same ids
@@ -84,7 +84,6 @@ def vector_rows() -> list[dict[str, str]]:
 # -- POST /v1/tokens ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not VECTORS.is_file(), reason="shared vectors are not present")
 def test_vectors_through_post_tokens_match_byte_for_byte(api):
     rows = vector_rows()
     persons = [{field: (row[field] or None) for field in PERSON_FIELDS} for row in rows]
@@ -95,7 +94,7 @@ def test_vectors_through_post_tokens_match_byte_for_byte(api):
     body = response.json()
     assert set(body) == {"key_id", "tokens"}
     assert body["key_id"] == "k1"
-    assert len(body["tokens"]) == len(rows) == 206
+    assert len(body["tokens"]) == len(rows) == EXPECTED_ROWS
     for row, tokens in zip(rows, body["tokens"]):
         assert tokens == {rule: row[rule] for rule in TOKEN_RULES}, row["row_id"]
 

@@ -1,7 +1,7 @@
 """Byte-for-byte check of tokenizer.opentoken against the shared OpenToken vectors.
 
 The vectors (``shared/data/opentoken-vectors/vectors.csv``, a sibling of the
-repository root) were produced by OpenToken 1.12.5 in hash-only mode on
+repository root, or its in-repository subset; see tests/support/vectors.py) were produced by OpenToken 1.12.5 in hash-only mode on
 2026-12-03 with the secret below. Every row is checked for its per-attribute
 validity and normalized values, its T1-T5 signatures and its T1-T5 tokens.
 """
@@ -29,6 +29,7 @@ from tokenizer.opentoken import (
     signatures,
     tokenize,
 )
+from support.vectors import EXPECTED_ROWS, VECTORS, vector_rows
 
 SECRET = b"HashingKey-for-tests-0001"
 # The vectors' generation date: birth dates are valid up to "today".
@@ -44,30 +45,8 @@ NORMALIZERS: dict[str, Callable[[str], str | None]] = {
 }
 
 
-def repo_root() -> Path:
-    """The git repository root (this file is tests/unit/tokenizer/<file>)."""
-    return Path(__file__).resolve().parents[3]
-
-
-def vectors_path() -> Path:
-    """vectors.csv lives in the ``shared`` folder next to the repository root."""
-    return repo_root().parent / "shared" / "data" / "opentoken-vectors" / "vectors.csv"
-
-
-def load_vector_rows() -> list[dict[str, str]]:
-    """All rows of vectors.csv, or an empty list when the file is missing."""
-    path = vectors_path()
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-VECTOR_ROWS = load_vector_rows()
-MISSING_FILE_MESSAGE = (
-    f"OpenToken reference vectors not found at {vectors_path()} "
-    "(expected shared/data/opentoken-vectors/vectors.csv next to the repository root)"
-)
+VECTOR_ROWS = vector_rows()
+MISSING_FILE_MESSAGE = f"OpenToken reference vectors not found at {VECTORS}"
 # An empty parameter list would make pytest SKIP; a sentinel makes it FAIL instead.
 ROW_PARAMS = [pytest.param(row, id=row["row_id"]) for row in VECTOR_ROWS] or [
     pytest.param(None, id="vectors-file-missing")
@@ -86,6 +65,7 @@ def person_from_row(row: dict[str, str]) -> PersonAttributes:
 
 def test_vectors_file_is_present_and_complete() -> None:
     assert VECTOR_ROWS, MISSING_FILE_MESSAGE
+    assert len(VECTOR_ROWS) == EXPECTED_ROWS  # 206 shared, or the 105-row in-repository subset
     expected_columns = {*ATTRIBUTES, *TOKEN_RULES, "row_id"}
     expected_columns |= {f"{attribute}_norm" for attribute in ATTRIBUTES}
     expected_columns |= {f"{attribute}_valid" for attribute in ATTRIBUTES}

@@ -10,14 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.vectors import EXPECTED_ROWS, VECTORS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-VECTORS = REPO_ROOT.parent / "shared" / "data" / "opentoken-vectors" / "vectors.csv"
 TOKEN_COLUMNS = ["T1", "T2", "T3", "T4", "T5"]
 VECTOR_SECRET = "HashingKey-for-tests-0001"
-
-pytestmark = pytest.mark.skipif(not VECTORS.is_file(), reason="shared vectors are not present")
-
 
 def run_tokens(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZER_HMAC_SECRET_FILE"}
@@ -49,12 +46,12 @@ def test_vectors_csv_tokens_match_byte_for_byte(tmp_path, plain_secret):
     expected = read_csv(VECTORS)
     produced = read_csv(output)
     assert list(produced[0]) == ["row_id", *TOKEN_COLUMNS, "key_id"]
-    assert len(produced) == len(expected) == 206
+    assert len(produced) == len(expected) == EXPECTED_ROWS
     for want, got in zip(expected, produced):
         assert got["row_id"] == want["row_id"]
         assert [got[c] for c in TOKEN_COLUMNS] == [want[c] for c in TOKEN_COLUMNS], want["row_id"]
         assert got["key_id"] == "default"
-    assert "206 rows" in result.stderr
+    assert f"{EXPECTED_ROWS} rows" in result.stderr
     assert VECTOR_SECRET not in result.stderr + result.stdout
 
 
