@@ -41,22 +41,32 @@ async def post_all(base_url: str, api_key: str, records: int, concurrency: int) 
         queue.put_nowait(i)
     accepted = 0
     last_post = 0.0
+    transport_errors = [0]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         async def worker() -> None:
             nonlocal accepted, last_post
             while not queue.empty():
                 queue.get_nowait()
+                # One record, one key: a retry after a dropped connection or a 5xx replays the
+                # stored response if the first attempt committed, so nothing is counted twice.
+                record = v1_record()
+                headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": str(uuid.uuid4())}
                 for _attempt in range(5):
-                    response = await client.post(
-                        "/v1/ingest", json=v1_record(),
-                        headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": str(uuid.uuid4())})
+                    try:
+                        response = await client.post("/v1/ingest", json=record, headers=headers)
+                    except httpx.TransportError:
+                        transport_errors[0] += 1
+                        await asyncio.sleep(0.5)
+                        continue
                     if response.status_code == 202:
                         accepted += 1
                         last_post = time.monotonic()
                         break
                     await asyncio.sleep(0.5)
         await asyncio.gather(*[worker() for _ in range(concurrency)])
+    if transport_errors[0]:
+        log(f"{transport_errors[0]} transport errors, retried with the same Idempotency-Key")
     return accepted, last_post
 
 

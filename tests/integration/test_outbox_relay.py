@@ -290,3 +290,14 @@ def test_resuming_from_a_returned_cursor_has_no_gap_and_no_repeat(bus, request, 
     for partition in {e.partition for e in pieces}:
         offsets = [e.offset for e in pieces if e.partition == partition]
         assert offsets == sorted(offsets)
+
+
+def test_ledger_pages_leave_room_for_the_relays_hot_update(db):
+    """Migration 0005: the relay's accepted → published update stays on the page (HOT); see
+    bench/README.md for what it is worth."""
+    options = db.execute("SELECT reloptions FROM pg_class WHERE oid = 'ingest.ingested_records'::regclass").fetchone()[0]
+    assert "fillfactor=70" in options
+    indexed = {row[0] for row in db.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = 'ingest.ingested_records'::regclass")}
+    assert not indexed & {"status", "published_at"}, indexed  # an indexed column would rule HOT out
