@@ -45,10 +45,19 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 def cmd_partners(args: argparse.Namespace) -> int:
     import psycopg
+    import psycopg.conninfo
 
     from ingest_api.partners import create_partner
 
-    with psycopg.connect(_settings().database_url) as conn:
+    database_url = _settings().database_url
+    try:
+        conn = psycopg.connect(database_url)
+    except psycopg.OperationalError:
+        where = psycopg.conninfo.conninfo_to_dict(database_url)
+        print(f"cannot reach the database at {where.get('host')}:{where.get('port', 5432)} (DATABASE_URL); "
+              'start the stack, or point at it with: eval "$(exchange services env)"', file=sys.stderr)
+        return 2
+    with conn:
         try:
             created = create_partner(conn, args.name)
         except psycopg.errors.UniqueViolation:

@@ -33,7 +33,8 @@ class GcReport:
     scanned: int
     referenced: int
     too_young: int
-    deleted: int
+    orphans: int  # unreferenced and past the grace period
+    deleted: int  # orphans removed: 0 with --dry-run
 
 
 def _chunks(items: Iterable[StoredObject], size: int) -> Iterator[list[StoredObject]]:
@@ -55,7 +56,7 @@ def gc_orphans(
     if not prefix.startswith("raw/"):
         raise ValueError("gc-orphans only manages raw objects (prefix must start with raw/)")
     cutoff = (now or datetime.now(timezone.utc)) - older_than
-    scanned = referenced = too_young = deleted = 0
+    scanned = referenced = too_young = orphans = deleted = 0
     for chunk in _chunks(store.list(prefix), 1000):
         scanned += len(chunk)
         keys = [obj.key for obj in chunk]
@@ -71,7 +72,8 @@ def gc_orphans(
             elif obj.last_modified > cutoff:
                 too_young += 1
             else:
+                orphans += 1
                 if not dry_run:
                     store.delete(obj.key)
-                deleted += 1
-    return GcReport(scanned, referenced, too_young, deleted)
+                    deleted += 1
+    return GcReport(scanned, referenced, too_young, orphans, deleted)

@@ -47,10 +47,10 @@ async def authenticate_partner(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str:
     """Bearer partner key → partner id (401 otherwise). `Bearer dev` only when EXCHANGE_ENV=local."""
-    if not authorization or not authorization.startswith("Bearer "):
-        raise unauthorized()
-    token = authorization.removeprefix("Bearer ").strip()
-    if not token:
+    # The scheme name is case-insensitive (RFC 9110 §11.1); the key is not.
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise unauthorized()
     if hmac.compare_digest(token, "dev"):
         if services.settings.exchange_env != "local":
@@ -86,6 +86,7 @@ PartnerDep = Annotated[str, Depends(authenticate_partner)]
 
 
 def idempotency_key(
+    request: Request,
     key: Annotated[
         str | None,
         Header(
@@ -97,6 +98,9 @@ def idempotency_key(
     if key is None:
         raise Problem(400, "idempotency-key-missing", "Idempotency-Key required",
                       "send an Idempotency-Key header (1-255 visible ASCII characters)")
+    if len(request.headers.getlist("idempotency-key")) > 1:  # which one would the partner mean?
+        raise Problem(400, "idempotency-key-invalid", "Idempotency-Key invalid",
+                      "send exactly one Idempotency-Key header")
     if not _IDEMPOTENCY_KEY_RE.match(key):
         raise Problem(400, "idempotency-key-invalid", "Idempotency-Key invalid",
                       "the Idempotency-Key must be 1-255 visible ASCII characters")

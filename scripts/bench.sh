@@ -14,7 +14,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 exchange services up >/dev/null
-for bench in tokenizer_bench ingest_bench relay_bench backfill_bench pipeline_bench; do
+for bench in tokenizer_bench ingest_bench ingest_v2_bench relay_bench backfill_bench pipeline_bench; do
   echo "== bench/$bench.py" >&2
   python "bench/$bench.py"
 done

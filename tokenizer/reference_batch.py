@@ -19,6 +19,7 @@ from typing import Any
 
 from exchange_core.canonical_json import InvalidJson, parse_json
 from exchange_core.object_store import ObjectNotFound, ObjectStore, ObjectStoreError
+from ingest_api.payload_validation import nul_character_paths
 from tokenizer.deidentify import DeidentifyError, KeySource, deidentify
 
 
@@ -73,6 +74,10 @@ def process_reference(
         document = parse_json(raw)
     except InvalidJson as exc:  # the message gives line/column only
         return _error(ref.object_key, "unparseable_payload", f"the object is not JSON: {exc}")
+    nul_paths = nul_character_paths(document, raw)
+    if nul_paths:  # accepted before the API refused them; Postgres could never store the output
+        where = ", ".join(item["path"] for item in nul_paths[:10])
+        return _error(ref.object_key, "invalid_payload", f"strings contain U+0000 at: {where}")
     try:
         record = deidentify(document, key)
     except DeidentifyError as exc:

@@ -40,7 +40,9 @@ async def _pipeline_progress(services, event_id) -> list[dict]:
 
 
 @router.get(
-    "/v1/records/{record_id}",
+    # `:path`: partner record ids may hold "/" (neither payload schema forbids it); the
+    # OpenAPI document still reads /v1/records/{record_id}.
+    "/v1/records/{record_id:path}",
     operation_id="getRecordStatus",
     summary="Status of the calling partner's record (latest submission)",
     responses={

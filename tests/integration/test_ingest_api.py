@@ -127,6 +127,15 @@ def test_missing_or_malformed_idempotency_key_is_400(api, partner, db, key_heade
     assert partner_counts(db, partner.partner_id)["ingested_records"] == 0
 
 
+def test_two_idempotency_key_headers_are_400(api, partner, db):
+    headers = [("Authorization", f"Bearer {partner.api_key}"), ("Content-Type", "application/json"),
+               ("Idempotency-Key", "key-one"), ("Idempotency-Key", "key-two")]
+    response = httpx.post(f"{api.base_url}/v1/ingest", content=json.dumps(v1_record()).encode(), headers=headers)
+    assert response.status_code == 400
+    assert response.json()["type"].endswith("idempotency-key-invalid")
+    assert partner_counts(db, partner.partner_id)["ingested_records"] == 0
+
+
 @pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer exk_unknown_key", "Basic abc", "Bearer dev"])
 def test_missing_unknown_or_dev_bearer_outside_local_is_401(api, authorization, db):
     headers = {"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())}
@@ -284,8 +293,11 @@ def test_database_down_after_object_write_is_503_and_gc_removes_the_orphan(servi
     # Scoped to this partner's objects: the bucket is shared with tests running in parallel,
     # whose fresh objects this worker's database does not reference.
     day_prefix = orphan.rsplit("/", 2)[0] + "/"
-    report = gc_orphans(db, store, older_than=timedelta(seconds=0), prefix=f"{day_prefix}{partner.partner_id}/")
-    assert report.deleted == 1 and report.referenced >= 1
+    scope = f"{day_prefix}{partner.partner_id}/"
+    dry = gc_orphans(db, store, older_than=timedelta(seconds=0), prefix=scope, dry_run=True)
+    assert (dry.orphans, dry.deleted) == (1, 0) and store.get(orphan)  # a dry run deletes nothing
+    report = gc_orphans(db, store, older_than=timedelta(seconds=0), prefix=scope)
+    assert (report.orphans, report.deleted) == (1, 1) and report.referenced >= 1
     with pytest.raises(ObjectNotFound):
         store.get(orphan)
     assert store.get(ok.json()["object_key"])
@@ -298,6 +310,41 @@ def test_gc_keeps_young_orphans(db, store):
     store.put_new(key, b"{}", "application/json")
     gc_orphans(db, store, older_than=timedelta(hours=1), prefix="raw/2026/01/01/gc-young/")
     assert store.get(key) == b"{}"
+
+
+def test_nul_characters_are_422_with_paths_and_store_nothing(api, partner, db, store):
+    """U+0000 is valid JSON but no Postgres text or jsonb can hold it: accepted, such a record
+    would never become canonical (and a NUL record_id used to be a 500 with an orphan object)."""
+    in_a_value = v1_record()
+    in_a_value["encounter"]["diagnoses"][0]["display"] = "Zq\u0000canary"
+    in_the_id = v1_record(record_id="rec-\u0000-nul")
+    for record, path in ((in_a_value, "$.encounter.diagnoses[0].display"), (in_the_id, "$.record_id")):
+        response = post(api, partner, record)
+        assert response.status_code == 422, response.text
+        assert (path, "no-nul-character") in {(e["path"], e["rule"]) for e in response.json()["errors"]}
+        assert "canary" not in response.text and "rec-" not in response.text  # no value echoed
+    escaped_backslash = v1_record()
+    escaped_backslash["encounter"]["diagnoses"][0]["display"] = "a literal \\u0000, no NUL"
+    assert post(api, partner, escaped_backslash).status_code == 202
+    assert partner_counts(db, partner.partner_id)["ingested_records"] == 1
+    assert len(partner_objects(store, partner.partner_id)) == 1
+
+
+def test_schema_errors_name_each_failing_path_once(api, partner):
+    response = post(api, partner, {"x": 1})
+    assert response.status_code == 422
+    errors = [(e["path"], e["rule"]) for e in response.json()["errors"]]
+    assert len(errors) == len(set(errors))
+    assert {("$.record_id", "required"), ("$.patient", "required"), ("$.encounter", "required")} <= set(errors)
+
+
+def test_record_ids_with_a_slash_and_a_lowercase_bearer_scheme_work(api, partner):
+    record = v1_record(record_id=f"clinic-7/visit/{uuid.uuid4().hex[:8]}")
+    assert post(api, partner, record, headers={"Authorization": f"bearer {partner.api_key}"}).status_code == 202
+    status = httpx.get(f"{api.base_url}/v1/records/{record['record_id']}",
+                       headers={"Authorization": f"Bearer {partner.api_key}"})
+    assert status.status_code == 200, status.text
+    assert status.json()["record_id"] == record["record_id"]
 
 
 def test_record_status_is_visible_to_its_partner_only(api, partner, database_url):

@@ -232,6 +232,8 @@ def _invalid_cases() -> list[tuple[str, bytes, str, int, tuple[str, str] | None]
         ("not-json", raw[: len(raw) // 2], "application/fhir+json", 400, None),
         ("wrong-bundle-type", orjson.dumps(wrong_type), "application/json", 422, ("$.type", "bundle-type")),
         ("not-json-content-type", raw, "text/plain", 415, None),
+        ("nul-character", orjson.dumps(dict(source, id="bundle-\x00-id")), "application/fhir+json", 422,
+         ("$.id", "no-nul-character")),
     ]
 
 

@@ -212,6 +212,23 @@ def test_deidentify_batch_reports_each_fault_per_item(api, store):
     assert results[6]["record"] == record
 
 
+def test_a_stored_object_with_nul_characters_is_a_permanent_per_item_error(api, store):
+    """Objects accepted before the API refused U+0000 (or written by other means): the tokenizer
+    reports invalid_payload, so the pipeline dead-letters them instead of failing on insert."""
+    record = v1_record()
+    record["encounter"]["diagnoses"][0]["display"] = "Zqnul\u0000canary"
+    nul = put_raw(store, json.dumps(record).encode())
+    ok = put_raw(store, json.dumps(v1_record()).encode())
+
+    response = post(api, "/v1/deidentify", {"items": [nul, ok]})
+
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert (first["status"], first["reason_code"]) == ("error", "invalid_payload")
+    assert "$.encounter.diagnoses[0].display" in first["detail"] and "canary" not in response.text
+    assert second["status"] == "ok"
+
+
 @pytest.mark.parametrize("items", [
     [],
     [{"object_key": "raw/a.json", "sha256": "0" * 63}],
