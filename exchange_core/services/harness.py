@@ -2,8 +2,10 @@
 
 State lives in `<root>/.exchange/services.json` (pids, ports, credentials). `up` is idempotent and
 safe to call from several processes at once (an flock serialises it); `down` stops only the pids
-it recorded. Ports derive from one base (EXCHANGE_SERVICES_PORT_BASE, default 45000) so two
-checkouts on one machine can use different bases.
+it recorded. Ports derive from one base (EXCHANGE_SERVICES_PORT_BASE, default 20000) so two
+checkouts on one machine can use different bases. Every derived port (SeaweedFS's gRPC ports sit
+10,000 above its HTTP ports) stays below Linux's ephemeral range (32768-60999): there a client's
+outgoing connection can hold the port just when a service (re)starts on it.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def _save_state(root: Path, state: ServicesState) -> None:
 
 
 def _new_state() -> ServicesState:
-    base = int(os.environ.get("EXCHANGE_SERVICES_PORT_BASE", "45000"))
+    base = int(os.environ.get("EXCHANGE_SERVICES_PORT_BASE", "20000"))
     return ServicesState(
         port_base=base,
         s3_access_key="exchange-" + secrets.token_hex(4),

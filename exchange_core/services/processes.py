@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import time
@@ -80,6 +81,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_stable_port(low: int = 10000, high: int = 32000) -> int:
+    """A free port below the ephemeral range, for a server that stops and restarts on the same
+    port: while it is down, no outgoing connection can be handed that port by the kernel."""
+    for port in random.sample(range(low, high), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in [{low}, {high})")
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -65,7 +65,8 @@ def postmaster_pid(workdir: Path) -> int | None:
 
 
 def test_sigterm_stops_every_process_exchange_dev_started(tmp_path):
-    env = {**os.environ, "EXCHANGE_SERVICES_PORT_BASE": "47000", "EXCHANGE_SENSOR_INTERVAL_S": "2"}
+    # Its own port base, below the ephemeral range: the other worker's connections use ports there.
+    env = {**os.environ, "EXCHANGE_SERVICES_PORT_BASE": "21000", "EXCHANGE_SENSOR_INTERVAL_S": "2"}
     env.pop("EXCHANGE_SERVICES_DIR", None)
     exchange = Path(sys.executable).parent / "exchange"
     stderr_log = (tmp_path / "dev.stderr").open("w")

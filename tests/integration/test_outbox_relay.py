@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from conftest import REPO_ROOT, make_settings
 from exchange_core.event_bus import KafkaReader, PostgresLogReader
 from exchange_core.services import kafka as kafka_service
-from exchange_core.services.processes import free_port
+from exchange_core.services.processes import free_stable_port
 from ingest_api.app import create_app
 from ingest_api.outbox_relay import KafkaBusPublisher, OutboxRelay, PostgresLogPublisher
 from support.outbox import insert_outbox, read_all, unpublished
@@ -101,7 +101,7 @@ def test_kafka_events_match_the_contract_and_carry_no_pii(kafka_services, settin
 @pytest.fixture
 def private_kafka(tmp_path, services_root):
     """A broker of this test's own: stopping it must not disturb tests running beside it."""
-    port, controller = free_port(), free_port()
+    port, controller = free_stable_port(), free_stable_port()  # restarted on the same ports below
     handle = kafka_service.start_kafka(tmp_path / "kafka", port, controller, services_root / "cache")
     kafka_service.ensure_topics(handle.bootstrap, {"record.ingested.v1": 3})
     state = {"handle": handle}
