@@ -17,24 +17,9 @@ from pathlib import Path
 import pytest
 
 from exchange_core.services.processes import free_port, pid_alive
+from support.process_tree import descendants
 
 pytestmark = pytest.mark.services
-
-
-def descendants(root_pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, stack = set(), [root_pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.add(child)
-            stack.append(child)
-    return found
 
 
 def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> bool:

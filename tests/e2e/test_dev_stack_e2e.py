@@ -5,7 +5,6 @@ status endpoint, Postgres and Dagster's GraphQL API."""
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from exchange_core.services.processes import free_port
 from support.dagster_graphql import DagsterGraphQL
 from support.pipeline import days_ago, ingest_api_on, post_records
 from support.records import canary_record, v1_record
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.services
 
@@ -60,15 +60,6 @@ def stack(services, services_root, tmp_path_factory):
         with psycopg.connect(services.admin_database_url, autocommit=True) as conn:
             for database in (name, f"{name}_dagster"):
                 conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval_s)
 
 
 def test_records_posted_over_two_days_land_canonical_once_with_passing_checks(stack):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from datetime import date
 
@@ -25,8 +24,10 @@ from exchange_core.dev_stack import DevPorts, DevStack
 from exchange_core.services.processes import free_port
 from support.dagster_graphql import DagsterGraphQL
 from support.pipeline import SERVICE_TOKEN, canonical_snapshot, days_ago, ingest_api_on, post_records, write_key_file
+from support.process_tree import find_descendant
 from support.records import v1_record
 from support.servers import ServerThread
+from support.waiting import wait_for
 from tokenizer.app import create_app as create_tokenizer_app
 
 pytestmark = pytest.mark.services
@@ -126,15 +127,6 @@ def backfill_state(graphql: DagsterGraphQL, backfill_id: str) -> tuple[str, list
     return backfill["status"], [run["status"] for run in backfill["runs"]]
 
 
-def wait_for(predicate, timeout_s: float, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval_s)
-
-
 def test_v1_history_is_backfilled_to_v2_from_the_ui_path_interrupted_and_resumed(v1_history, services_root):
     database_url, partner, days = v1_history["database_url"], v1_history["partner"], v1_history["days"]
     home = v1_history["home"]
@@ -212,30 +204,6 @@ def test_v1_history_is_backfilled_to_v2_from_the_ui_path_interrupted_and_resumed
         for day in days:
             canonical.publish_day(conn, day, full=True)
         assert canonical_snapshot(conn, partner.partner_id) == snapshot
-
-
-def find_descendant(root_pid: int, needle: bytes) -> int:
-    """The pid of a descendant of `root_pid` whose command line contains `needle`."""
-    from pathlib import Path
-
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    stack = [root_pid]
-    while stack:
-        pid = stack.pop()
-        for child in children.get(pid, []):
-            try:
-                if needle in Path(f"/proc/{child}/cmdline").read_bytes():
-                    return child
-            except OSError:
-                pass
-            stack.append(child)
-    raise AssertionError(f"no descendant of {root_pid} runs {needle!r}")
 
 
 def backfill_run_statuses_in_db(stack) -> list[str]:
