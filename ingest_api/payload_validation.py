@@ -55,37 +55,6 @@ def describe_errors(validator: Draft202012Validator, document: Any, limit: int =
     return [found[key] for key in sorted(found)][:limit]
 
 
-# JSON can carry U+0000 only as this escape; raw bytes without it cannot hold one.
-_NUL_ESCAPE = b"\\u0000"
-NUL_RULE = "no-nul-character"
-NUL_MESSAGE = "strings must not contain U+0000 (no Postgres text or jsonb column can store it)"
-
-
-def nul_character_paths(document: Any, raw: bytes | None = None, limit: int = 50) -> list[dict[str, str]]:
-    """Where a string (a value or an object key) holds U+0000, which Postgres text and jsonb
-    cannot store: such a record would be accepted and then jam its day in the pipeline. `raw`
-    (the request bytes) skips the walk for the common case. Paths only, never values."""
-    if raw is not None and _NUL_ESCAPE not in raw:
-        return []
-    found: list[dict[str, str]] = []
-    stack: list[tuple[str, Any]] = [("$", document)]
-    while stack and len(found) < limit:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                found.append({"path": path, "rule": NUL_RULE, "message": NUL_MESSAGE})
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if "\x00" in key:  # the key itself is not named: it may be a value in disguise
-                    found.append({"path": f"{path}.*", "rule": NUL_RULE, "message": NUL_MESSAGE})
-                    continue
-                stack.append((f"{path}.{key}", item))
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
-    found.sort(key=lambda item: item["path"])
-    return found
-
-
 def _describe(error: ValidationError) -> list[dict[str, str]]:
     path = error.json_path
     if error.validator == "required" and isinstance(error.instance, dict):

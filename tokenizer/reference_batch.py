@@ -17,9 +17,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from exchange_core.canonical_json import InvalidJson, parse_json
+from exchange_core.canonical_json import InvalidJson, nul_character_paths, parse_json
 from exchange_core.object_store import ObjectNotFound, ObjectStore, ObjectStoreError
-from ingest_api.payload_validation import nul_character_paths
 from tokenizer.deidentify import DeidentifyError, KeySource, deidentify
 
 

@@ -7,11 +7,11 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from exchange_core.canonical_json import InvalidJson, parse_json, request_fingerprint
+from exchange_core.canonical_json import InvalidJson, nul_character_paths, parse_json, request_fingerprint
 from ingest_api.dependencies import AppServices, IdempotencyKeyDep, PartnerDep, ServicesDep
 from ingest_api.fhir_validation import check_bundle
 from ingest_api.intake import IntakeRequest, IntakeResult, intake
-from ingest_api.payload_validation import describe_errors, load_contract, nul_character_paths, validator_for
+from ingest_api.payload_validation import describe_errors, load_contract, validator_for
 from ingest_api.problems import Problem
 
 router = APIRouter(tags=["ingest"])
@@ -68,21 +68,20 @@ def require_json_content_type(request: Request, accepted: tuple[str, ...]) -> st
     return media_type
 
 
-def parse_or_400(raw: bytes):
+def parse_or_4xx(raw: bytes):
+    """The request body as a document the platform can store: 400 if it is not JSON; 422, with
+    the paths, if a string holds U+0000 (no Postgres text or jsonb column can hold it, so such a
+    record would be accepted and then never finish the pipeline)."""
     try:
-        return parse_json(raw)
+        document = parse_json(raw)
     except InvalidJson as exc:
         raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from None
-
-
-def refuse_nul_characters(raw: bytes, document) -> None:
-    """U+0000 cannot be stored downstream (Postgres text/jsonb): refuse it here, with the paths,
-    rather than accept a record the pipeline could never finish."""
     paths = nul_character_paths(document, raw)
     if paths:
         raise Problem(422, "schema-violation", "Payload contains NUL characters",
                       f"{len(paths)} string(s) contain U+0000, which cannot be stored; see errors",
                       extra={"errors": paths})
+    return document
 
 
 def replay_headers(result: IntakeResult) -> dict[str, str]:
@@ -138,8 +137,7 @@ async def ingest_v1(
 ) -> JSONResponse:
     content_type = require_json_content_type(request, ("application/json",))
     raw = await read_body_limited(request, services.settings.v1_max_body_bytes)
-    document = parse_or_400(raw)
-    refuse_nul_characters(raw, document)
+    document = parse_or_4xx(raw)
     errors = describe_errors(validator_for(V1_SCHEMA), document)
     if errors:
         raise Problem(422, "schema-violation", "Payload does not match record.v1",
@@ -195,8 +193,7 @@ async def ingest_v2(
 ) -> JSONResponse:
     content_type = require_json_content_type(request, V2_CONTENT_TYPES)
     raw = await read_body_limited(request, services.settings.v2_max_body_bytes)
-    document = parse_or_400(raw)
-    refuse_nul_characters(raw, document)
+    document = parse_or_4xx(raw)
     # A 4 MB bundle takes milliseconds to walk; off the event loop so other requests keep flowing.
     check = await asyncio.to_thread(check_bundle, document)
     if not check.ok:

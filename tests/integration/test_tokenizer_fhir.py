@@ -20,9 +20,9 @@ from exchange_assets.lib import canonical
 from exchange_core.object_store import open_object_store
 from support.records import v1_record
 from support.servers import ServerThread
+from support.vectors import VECTORS
 from tokenizer.app import create_app
 from tokenizer.models import DeidentifiedFhirBundle, DeidentifyResponse
-from support.vectors import VECTORS
 
 pytestmark = pytest.mark.services
 

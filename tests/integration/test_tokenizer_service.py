@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -18,10 +17,10 @@ from exchange_core.object_store import open_object_store
 from exchange_core.services.processes import free_port
 from support.records import canary_record, v1_record
 from support.servers import ServerThread
+from support.vectors import EXPECTED_ROWS, vector_rows
 from tokenizer.app import create_app
 from tokenizer.keys import KeyRing
 from tokenizer.opentoken import BLANK_TOKEN, PersonAttributes, TokenHasher, tokenize
-from support.vectors import EXPECTED_ROWS, VECTORS
 
 pytestmark = pytest.mark.services
 
@@ -74,11 +73,6 @@ def put_raw(store, data: bytes) -> dict[str, str]:
     key = f"raw/2026/12/03/tokenizer-test/{uuid.uuid4()}.json"
     store.put_new(key, data, "application/json")
     return {"object_key": key, "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def vector_rows() -> list[dict[str, str]]:
-    with open(VECTORS, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 # -- POST /v1/tokens ---------------------------------------------------------------------------

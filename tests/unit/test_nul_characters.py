@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest_api.payload_validation import NUL_RULE, nul_character_paths
+from exchange_core.canonical_json import NUL_RULE, nul_character_paths
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(),

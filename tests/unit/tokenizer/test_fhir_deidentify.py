@@ -15,12 +15,12 @@ import pytest
 from exchange_assets.lib.canonical import rows_for_record
 from exchange_assets.lib.tokenization import find_pii_keys
 from ingest_api.fhir_validation import check_bundle
+from support.vectors import SHARED_VECTORS, VECTORS
 from tokenizer.deidentify import DeidentifyError, deidentify
 from tokenizer.fhir_deidentify import deidentify_fhir_bundle
 from tokenizer.keys import ActiveKey
 from tokenizer.models import DeidentifiedFhirBundle, DeidentifyResponse
 from tokenizer.opentoken import BLANK_TOKEN, TOKEN_RULES, PersonAttributes, TokenHasher, tokenize
-from support.vectors import SHARED_VECTORS, VECTORS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = REPO_ROOT / "tests" / "data" / "fhir"

@@ -1,20 +1,20 @@
 """Byte-for-byte check of tokenizer.opentoken against the shared OpenToken vectors.
 
 The vectors (``shared/data/opentoken-vectors/vectors.csv``, a sibling of the
-repository root, or its in-repository subset; see tests/support/vectors.py) were produced by OpenToken 1.12.5 in hash-only mode on
-2026-12-03 with the secret below. Every row is checked for its per-attribute
+repository root, or its in-repository subset: tests/support/vectors.py) were
+produced by OpenToken 1.12.5 in hash-only mode on 2026-12-03 with the secret
+below. Every row is checked for its per-attribute
 validity and normalized values, its T1-T5 signatures and its T1-T5 tokens.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 
 import pytest
 
+from support.vectors import EXPECTED_ROWS, VECTORS, vector_rows
 from tokenizer.opentoken import (
     BLANK_TOKEN,
     TOKEN_RULES,
@@ -29,7 +29,6 @@ from tokenizer.opentoken import (
     signatures,
     tokenize,
 )
-from support.vectors import EXPECTED_ROWS, VECTORS, vector_rows
 
 SECRET = b"HashingKey-for-tests-0001"
 # The vectors' generation date: birth dates are valid up to "today".

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from support.vectors import EXPECTED_ROWS, VECTORS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOKEN_COLUMNS = ["T1", "T2", "T3", "T4", "T5"]
 VECTOR_SECRET = "HashingKey-for-tests-0001"
+
 
 def run_tokens(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZER_HMAC_SECRET_FILE"}
